@@ -1,0 +1,246 @@
+"""Chain-of-thought training data: the JSONL contract, the embedded gsm_symbolic generator,
+deliberately flawed traces with ground-truth labels, and train/validation/test splits.
+
+One answer convention is shared by training targets, prompts and graders: the trace ends with
+a line `#### <answer>`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ifexp.schema import DatasetConfig, IfexpError
+
+ANSWER_MARK = "####"
+INSTRUCTION = "Solve the problem step by step. End with a final line of the form '#### <answer>'."
+FLAW_KINDS = ("arithmetic_error", "wrong_final_answer", "skipped_step", "truncated", "mismatched_trace")
+REQUIRED_FIELDS = ("id", "question", "cot", "answer")
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    question: str
+    cot: str
+    answer: str
+    flaw: str = ""
+
+
+def user_message(question: str) -> str:
+    return f"{question.strip()}\n{INSTRUCTION}"
+
+
+def with_final_answer(cot: str, answer: str) -> str:
+    """The trace with exactly one final `#### answer` line (replacing any the source had)."""
+    lines = [line for line in cot.strip().splitlines() if not line.strip().startswith(ANSWER_MARK)]
+    return "\n".join(lines).rstrip() + f"\n{ANSWER_MARK} {answer}"
+
+
+# ---------------------------------------------------------------------------------------------
+# JSONL contract
+
+
+def read_jsonl(path: str | Path) -> list[Example]:
+    """Read a CoT dataset; any bad line fails with the file and line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise IfexpError(f"{path}: dataset file not found")
+    examples: list[Example] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise IfexpError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise IfexpError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+            for key in REQUIRED_FIELDS:
+                value = record.get(key)
+                if not isinstance(value, str | int | float) or isinstance(value, bool) or str(value) == "":
+                    raise IfexpError(f"{path}:{line_no}: missing or empty field '{key}'")
+            example_id = str(record["id"])
+            if example_id in seen:
+                raise IfexpError(f"{path}:{line_no}: duplicate id '{example_id}' (first on line {seen[example_id]})")
+            seen[example_id] = line_no
+            flaw = record.get("flaw") or ""
+            examples.append(
+                Example(example_id, str(record["question"]), str(record["cot"]), str(record["answer"]), str(flaw))
+            )
+    if not examples:
+        raise IfexpError(f"{path}: dataset file is empty")
+    return examples
+
+
+def write_jsonl(path: str | Path, examples: list[Example]) -> None:
+    with Path(path).open("w", encoding="utf-8") as handle:
+        for example in examples:
+            handle.write(json.dumps(asdict(example)) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedded data: reasoning-gym gsm_symbolic
+
+
+def gsm_symbolic_examples(n: int, seed: int, id_prefix: str = "gsm") -> list[Example]:
+    """n distinct GSM-style problems with their step-by-step solutions, deterministic per seed."""
+    import reasoning_gym
+
+    # Oversample: a few templates repeat a question for small seeds; keep the first of each.
+    items = reasoning_gym.create_dataset("gsm_symbolic", seed=seed, size=max(2 * n, n + 50))
+    examples: list[Example] = []
+    seen_questions: set[str] = set()
+    for index, item in enumerate(items):
+        question = item["question"].strip()
+        if question in seen_questions:
+            continue
+        seen_questions.add(question)
+        answer = str(item["answer"]).strip()
+        cot = with_final_answer(item["metadata"]["answer_cot"], answer)
+        examples.append(Example(f"{id_prefix}-{seed}-{index}", question, cot, answer))
+        if len(examples) == n:
+            return examples
+    raise IfexpError(f"gsm_symbolic: could only generate {len(examples)} distinct problems, asked for {n}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Flawed traces: the mistakes a weak annotator or model makes, each with its label
+
+_RESULT = re.compile(r"=\s*\$?(-?\d+(?:\.\d+)?)")
+
+
+def _wrong_number(value: str, rng: random.Random) -> str:
+    number = float(value)
+    kind = rng.choice(["off_by", "digit_slip", "ten_times"])
+    if kind == "off_by":
+        wrong = number + rng.choice([-2, -1, 1, 2, 3])
+    elif kind == "ten_times":
+        wrong = number * 10 if abs(number) < 1000 else number / 10
+    else:
+        wrong = number + rng.choice([-10, 10, 9, -9])
+    if wrong == number or (wrong < 0 <= number):  # a negative count would be an implausible slip
+        wrong = number + 1
+    return str(int(wrong)) if float(wrong).is_integer() else f"{wrong:g}"
+
+
+def _reasoning_lines(cot: str) -> list[str]:
+    return [line for line in cot.splitlines() if not line.strip().startswith(ANSWER_MARK)]
+
+
+def corrupt(example: Example, kind: str, rng: random.Random, donor: Example | None = None) -> Example:
+    """A realistic flawed version of the example's trace; the gold `answer` stays correct."""
+    lines = _reasoning_lines(example.cot)
+    answer = example.answer
+    if kind == "arithmetic_error":
+        # A miscalculated intermediate result that the rest of the trace carries to a wrong answer.
+        candidates = [(i, m) for i, line in enumerate(lines) for m in _RESULT.finditer(line)]
+        if not candidates:
+            return corrupt(example, "wrong_final_answer", rng)
+        line_index, match = rng.choice(candidates)
+        wrong = _wrong_number(match.group(1), rng)
+        line = lines[line_index]
+        lines[line_index] = line[: match.start(1)] + wrong + line[match.end(1) :]
+        delta = float(wrong) - float(match.group(1))
+        try:
+            new_answer = float(answer) + delta
+            final = str(int(new_answer)) if new_answer.is_integer() else f"{new_answer:g}"
+        except ValueError:
+            final = wrong
+        cot = "\n".join(lines) + f"\n{ANSWER_MARK} {final}"
+    elif kind == "wrong_final_answer":
+        # Correct reasoning, wrong number copied into the final answer.
+        try:
+            final = _wrong_number(answer, rng)
+        except ValueError:
+            final = answer + "0"
+        cot = "\n".join(lines) + f"\n{ANSWER_MARK} {final}"
+    elif kind == "skipped_step":
+        # A leap: one computation step is missing, the answer is asserted anyway.
+        steps = [i for i, line in enumerate(lines) if _RESULT.search(line)]
+        if len(steps) < 2:
+            return corrupt(example, "truncated", rng)
+        del lines[rng.choice(steps[:-1])]
+        cot = "\n".join(lines) + f"\n{ANSWER_MARK} {answer}"
+    elif kind == "truncated":
+        # Generation or annotation cut off: no conclusion, no final answer.
+        keep = max(1, int(len(lines) * rng.uniform(0.3, 0.6)))
+        cot = "\n".join(lines[:keep])
+    elif kind == "mismatched_trace":
+        # A pipeline misalignment: the trace belongs to another question.
+        if donor is None or donor.id == example.id:
+            return corrupt(example, "wrong_final_answer", rng)
+        cot = donor.cot
+    else:
+        raise IfexpError(f"unknown flaw kind '{kind}' (known: {', '.join(FLAW_KINDS)})")
+    if cot.strip() == example.cot.strip():
+        return corrupt(example, "truncated", rng) if kind != "truncated" else example
+    return Example(example.id, example.question, cot, example.answer, kind)
+
+
+def inject_flaws(examples: list[Example], fraction: float, seed: int) -> list[Example]:
+    """Corrupt round(fraction * n) examples, cycling through the flaw kinds."""
+    if not 0.0 <= fraction < 1.0:
+        raise IfexpError(f"dataset.flaw_fraction={fraction}: must be in [0, 1)")
+    rng = random.Random(seed)
+    n_flawed = round(fraction * len(examples))
+    chosen = sorted(rng.sample(range(len(examples)), n_flawed))
+    result = list(examples)
+    for position, index in enumerate(chosen):
+        kind = FLAW_KINDS[position % len(FLAW_KINDS)]
+        donor = examples[(index + 1 + rng.randrange(len(examples) - 1)) % len(examples)]
+        result[index] = corrupt(examples[index], kind, rng, donor)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+
+
+def build_splits(cfg: DatasetConfig) -> dict[str, list[Example]]:
+    """Disjoint train / val / test splits; flaws only ever in train."""
+    if cfg.source == "gsm_symbolic":
+        total = cfg.n_train + cfg.n_val + cfg.n_test
+        pool = gsm_symbolic_examples(total, seed=cfg.data_seed)
+        train = pool[: cfg.n_train]
+        val = pool[cfg.n_train : cfg.n_train + cfg.n_val]
+        test = pool[cfg.n_train + cfg.n_val :]
+    elif cfg.source in ("jsonl", "hub"):
+        examples = read_jsonl(cfg.path) if cfg.source == "jsonl" else hub_examples(cfg)
+        examples = [Example(e.id, e.question, with_final_answer(e.cot, e.answer), e.answer, e.flaw) for e in examples]
+        rng = random.Random(cfg.data_seed)
+        if cfg.val_path:
+            val = read_jsonl(cfg.val_path)
+            rest = examples
+        else:
+            shuffled = examples[:]
+            rng.shuffle(shuffled)
+            val, rest = shuffled[: cfg.n_val], shuffled[cfg.n_val :]
+        test, train = rest[: cfg.n_test], rest[cfg.n_test :]
+        if cfg.n_train >= 0:
+            train = train[: cfg.n_train]
+    else:
+        raise IfexpError(f"dataset.source='{cfg.source}': expected gsm_symbolic, jsonl or hub")
+    if not train:
+        raise IfexpError(f"dataset '{cfg.name}': no training examples left after the validation/test split")
+    if cfg.flaw_fraction > 0:
+        train = inject_flaws(train, cfg.flaw_fraction, seed=cfg.data_seed + 1)
+    return {"train": train, "val": val, "test": test}
+
+
+def hub_examples(cfg: DatasetConfig) -> list[Example]:
+    """A CoT set from the Hugging Face hub (needs the network and the `datasets` package)."""
+    try:
+        import datasets
+    except ImportError:
+        raise IfexpError("dataset.source=hub needs the `datasets` package: pip install 'ifexp[hub]'") from None
+    rows = datasets.load_dataset(cfg.hf_id, split=cfg.hf_split)
+    return [
+        Example(f"{cfg.name}-{i}", str(r[cfg.question_field]), str(r[cfg.cot_field]), str(r[cfg.answer_field]))
+        for i, r in enumerate(rows)
+    ]

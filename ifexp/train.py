@@ -1,0 +1,168 @@
+"""Supervised fine-tuning on CoT traces with Accelerate (+ PEFT LoRA by default).
+
+The loss is the cross-entropy over response tokens only (prompt and padding masked). Runs on one
+CPU, or across processes/GPUs under `accelerate launch`. Seeded and deterministic on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ifexp.data import Example
+from ifexp.models import encode_example, load_model, load_tokenizer
+from ifexp.schema import IfexpError, ModelConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+@dataclass
+class EncodedSet:
+    input_ids: list[list[int]]
+    prompt_lengths: list[int]
+    n_truncated: int
+    n_rejected: int
+
+
+def encode_examples(tokenizer, examples: list[Example], model_cfg: ModelConfig, overlong: str) -> EncodedSet:
+    """Token ids of every example; over-long ones truncated or dropped (and counted)."""
+    if overlong not in ("truncate", "reject"):
+        raise IfexpError(f"train.overlong='{overlong}': expected truncate or reject")
+    input_ids, prompt_lengths, n_truncated, n_rejected = [], [], 0, 0
+    for example in examples:
+        ids, n_prompt, truncated = encode_example(
+            tokenizer, example.question, example.cot, model_cfg.max_seq_len, model_cfg.system_prompt
+        )
+        if truncated:
+            if overlong == "reject" or n_prompt >= len(ids):
+                n_rejected += 1
+                continue
+            n_truncated += 1
+        input_ids.append(ids)
+        prompt_lengths.append(n_prompt)
+    return EncodedSet(input_ids, prompt_lengths, n_truncated, n_rejected)
+
+
+def collate(rows: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are -100 on the prompt and on padding.
+
+    The pad id equals the end-of-turn id for ChatML models, so the mask comes from the lengths,
+    never from comparing with the pad id.
+    """
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def apply_lora(model, model_cfg: ModelConfig, train_cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=train_cfg.lora_r,
+        lora_alpha=train_cfg.lora_alpha,
+        lora_dropout=train_cfg.lora_dropout,
+        target_modules=list(model_cfg.lora_targets),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def finetune(
+    base_path: str,
+    examples: list[Example],
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    out_dir: str | Path,
+) -> dict:
+    """Fine-tune base_path on the examples; save the LoRA adapter (or full weights) into out_dir."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if train_cfg.method not in ("lora", "full"):
+        raise IfexpError(f"train.method='{train_cfg.method}': expected lora or full")
+    accelerator = Accelerator(
+        gradient_accumulation_steps=train_cfg.grad_accum, mixed_precision=train_cfg.mixed_precision
+    )
+    # Same seed in every process before the adapter is created: all ranks start from the same A.
+    set_seed(seed)
+    tokenizer = load_tokenizer(base_path)
+    encoded = encode_examples(tokenizer, examples, model_cfg, train_cfg.overlong)
+    if not encoded.input_ids:
+        raise IfexpError("no training examples left after dropping over-long sequences")
+    model = load_model(base_path)
+    if train_cfg.method == "lora":
+        model = apply_lora(model, model_cfg, train_cfg)
+    model.train()
+
+    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    loader = torch.utils.data.DataLoader(
+        rows,
+        batch_size=train_cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=lambda batch: collate(batch, tokenizer.pad_token_id),
+    )
+    steps_per_epoch = math.ceil(len(loader) / train_cfg.grad_accum)
+    total_steps = train_cfg.max_steps if train_cfg.max_steps > 0 else math.ceil(train_cfg.epochs * steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    warmup = int(train_cfg.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - step / max(1, total_steps)),
+    )
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    losses: list[float] = []
+    step = 0
+    progress = tqdm(total=total_steps, desc="fine-tune", disable=not accelerator.is_local_main_process)
+    while step < total_steps:
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                if not torch.isfinite(loss):
+                    raise IfexpError(f"non-finite training loss ({loss.item()}) at step {step}: lower train.lr")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, train_cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if accelerator.sync_gradients:
+                step += 1
+                losses.append(accelerator.gather(loss.detach()).mean().item())
+                progress.update(1)
+                progress.set_postfix(loss=f"{losses[-1]:.3f}")
+                if step >= total_steps:
+                    break
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(Path(out_dir) / "weights")
+        tokenizer.save_pretrained(Path(out_dir) / "weights")
+    accelerator.wait_for_everyone()
+    return {
+        "method": train_cfg.method,
+        "steps": step,
+        "n_examples": len(rows),
+        "n_truncated": encoded.n_truncated,
+        "n_rejected": encoded.n_rejected,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": sum(losses[-5:]) / max(1, len(losses[-5:])),
+        "losses": losses,
+    }
