@@ -1,0 +1,1 @@
+"""Generation engines, benchmarks and graders (no Hydra)."""
