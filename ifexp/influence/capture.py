@@ -1,0 +1,101 @@
+"""Per-example gradients of trainable Linear layers, batched, from forward/backward hooks.
+
+For a Linear layer y = W x, the gradient of example b's loss is sum_t g_{b,t} x_{b,t}^T, where
+x are the layer's inputs and g the gradients of the loss at its outputs. One backward pass of
+the *sum* of per-example losses gives every example's g (examples do not interact), so the
+hooks record x and g for the whole batch and the per-example gradients follow by an einsum,
+or, projected, without ever forming them (see project.KroneckerProjector).
+
+An example's loss is its mean token cross-entropy over response tokens (labels != -100).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+def trainable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """The Linear layers whose weight is trained (the LoRA A/B matrices of a PEFT model)."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module.weight.requires_grad
+    }
+
+
+def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) mean cross-entropy over each example's response tokens (next-token shifted)."""
+    shifted_logits = logits[:, :-1].float()
+    shifted_labels = labels[:, 1:]
+    token_losses = nn.functional.cross_entropy(
+        shifted_logits.reshape(-1, shifted_logits.shape[-1]),
+        shifted_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(shifted_labels.shape)
+    n_tokens = (shifted_labels != IGNORE_INDEX).sum(dim=1)
+    if (n_tokens == 0).any():
+        raise ValueError("an example has no response tokens: its loss is undefined")
+    return token_losses.sum(dim=1) / n_tokens
+
+
+class LayerRecorder:
+    """Records each watched layer's inputs (forward) and output gradients (backward)."""
+
+    def __init__(self, layers: dict[str, nn.Linear]):
+        self.layers = layers
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.output_grads: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def _forward_hook(self, name: str):
+        def hook(module, args, output):
+            self.inputs[name] = args[0].detach()
+
+            def save_grad(grad):
+                self.output_grads[name] = grad.detach()
+
+            output.register_hook(save_grad)
+
+        return hook
+
+    @contextmanager
+    def watching(self):
+        self._handles = [layer.register_forward_hook(self._forward_hook(n)) for n, layer in self.layers.items()]
+        try:
+            yield self
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+
+    def clear(self) -> None:
+        self.inputs.clear()
+        self.output_grads.clear()
+
+
+def forward_backward(model: nn.Module, recorder: LayerRecorder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Run one batch; afterwards recorder holds inputs and output gradients. Returns (B,) losses."""
+    recorder.clear()
+    with recorder.watching():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        losses = per_example_losses(logits, batch["labels"])
+        # Gradients of the sum: each example's output gradients are those of its own loss.
+        params = [layer.weight for layer in recorder.layers.values()]
+        torch.autograd.backward(losses.sum(), inputs=params)
+    for layer in recorder.layers.values():
+        layer.weight.grad = None
+    return losses.detach()
+
+
+def per_example_gradients(recorder: LayerRecorder) -> dict[str, torch.Tensor]:
+    """Materialised per-example weight gradients, (B, out, in) per layer (tests, dense projection)."""
+    return {
+        name: torch.einsum("bto,bti->boi", recorder.output_grads[name].float(), recorder.inputs[name].float())
+        for name in recorder.layers
+    }

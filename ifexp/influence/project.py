@@ -1,0 +1,138 @@
+"""Random projections of per-example gradients to k dimensions, behind one interface.
+
+Every projector maps the recorded layer inputs / output gradients of a batch (capture.py) to
+features phi (B, k) with E[phi(a) . phi(b)] = g(a) . g(b). All are seeded and deterministic;
+none stores a dense d x k matrix:
+
+- DenseProjector: Gaussian or Rademacher, regenerated block by block from the seed.
+- SparseJLProjector: sparse sign hashing (each coordinate to one bucket with a random sign).
+- KroneckerProjector: LoGra-style; per layer, project inputs (k_in x in) and output gradients
+  (k_out x out) and take the per-example outer product. Equals (P_out kron P_in) vec(grad),
+  but the per-example gradient is never formed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ifexp.influence.capture import LayerRecorder, per_example_gradients
+
+
+def _generator(seed: int, *salt: int) -> torch.Generator:
+    # A distinct, reproducible stream per (seed, layer, block).
+    value = seed
+    for s in salt:
+        value = (value * 1_000_003 + s + 1) % (2**63 - 1)
+    return torch.Generator().manual_seed(value)
+
+
+class Projector:
+    """Maps a recorded batch to (B, k) features."""
+
+    k: int
+
+    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DenseProjector(Projector):
+    """phi = P g with P ~ N(0, 1/k) (or +-1/sqrt(k)), generated in column blocks on the fly."""
+
+    def __init__(self, k: int, seed: int = 0, kind: str = "gaussian", block: int = 65536):
+        if kind not in ("gaussian", "rademacher"):
+            raise ValueError(f"dense projection kind '{kind}': expected gaussian or rademacher")
+        self.k, self.seed, self.kind, self.block = k, seed, kind, block
+
+    def block_matrix(self, layer_index: int, block_index: int, width: int) -> torch.Tensor:
+        generator = _generator(self.seed, layer_index, block_index)
+        if self.kind == "gaussian":
+            matrix = torch.randn(width, self.k, generator=generator)
+        else:
+            matrix = torch.randint(0, 2, (width, self.k), generator=generator, dtype=torch.int8).float() * 2 - 1
+        return matrix / math.sqrt(self.k)
+
+    def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
+        """flat: layer name -> (B, d_layer) gradients, in a fixed layer order."""
+        batch = next(iter(flat.values())).shape[0]
+        features = torch.zeros(batch, self.k)
+        for layer_index, grads in enumerate(flat.values()):
+            for block_index, start in enumerate(range(0, grads.shape[1], self.block)):
+                part = grads[:, start : start + self.block]
+                features += part @ self.block_matrix(layer_index, block_index, part.shape[1])
+        return features
+
+    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
+        grads = per_example_gradients(recorder)
+        return self.project_flat({name: g.flatten(1) for name, g in grads.items()})
+
+
+class SparseJLProjector(Projector):
+    """Count-sketch: coordinate i goes to bucket h(i) with sign s(i); phi = sum_i s(i) g_i e_h(i)."""
+
+    def __init__(self, k: int, seed: int = 0):
+        self.k, self.seed = k, seed
+        self._hashes: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hashes(self, layer_index: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (layer_index, dim)
+        if key not in self._hashes:
+            generator = _generator(self.seed, layer_index)
+            buckets = torch.randint(0, self.k, (dim,), generator=generator)
+            signs = torch.randint(0, 2, (dim,), generator=generator).float() * 2 - 1
+            self._hashes[key] = (buckets, signs)
+        return self._hashes[key]
+
+    def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = next(iter(flat.values())).shape[0]
+        features = torch.zeros(batch, self.k)
+        for layer_index, grads in enumerate(flat.values()):
+            buckets, signs = self.hashes(layer_index, grads.shape[1])
+            features.index_add_(1, buckets, grads.float() * signs)
+        return features
+
+    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
+        grads = per_example_gradients(recorder)
+        return self.project_flat({name: g.flatten(1) for name, g in grads.items()})
+
+
+class KroneckerProjector(Projector):
+    """Per layer: phi_layer = P_out G^T A P_in^T (k_out x k_in), concatenated over layers.
+
+    A side whose dimension is already <= its k is left unprojected (identity), so small LoRA
+    ranks are kept exactly.
+    """
+
+    def __init__(self, layer_shapes: dict[str, tuple[int, int]], k_in: int = 16, k_out: int = 16, seed: int = 0):
+        self.seed = seed
+        self.in_proj: dict[str, torch.Tensor | None] = {}
+        self.out_proj: dict[str, torch.Tensor | None] = {}
+        self.k = 0
+        for layer_index, (name, (out_dim, in_dim)) in enumerate(layer_shapes.items()):
+            generator = _generator(seed, layer_index)
+            self.in_proj[name] = (
+                torch.randn(k_in, in_dim, generator=generator) / math.sqrt(k_in) if in_dim > k_in else None
+            )
+            self.out_proj[name] = (
+                torch.randn(k_out, out_dim, generator=generator) / math.sqrt(k_out) if out_dim > k_out else None
+            )
+            self.k += min(k_in, in_dim) * min(k_out, out_dim)
+
+    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
+        parts = []
+        for name in recorder.layers:
+            inputs = recorder.inputs[name].float()
+            grads = recorder.output_grads[name].float()
+            if self.in_proj[name] is not None:
+                inputs = inputs @ self.in_proj[name].T
+            if self.out_proj[name] is not None:
+                grads = grads @ self.out_proj[name].T
+            parts.append(torch.einsum("bto,bti->boi", grads, inputs).flatten(1))
+        return torch.cat(parts, dim=1)
+
+    def explicit_matrix(self, name: str, out_dim: int, in_dim: int) -> torch.Tensor:
+        """The (k_out k_in) x (out in) matrix this projector applies to vec(grad) (tests only)."""
+        p_out = self.out_proj[name] if self.out_proj[name] is not None else torch.eye(out_dim)
+        p_in = self.in_proj[name] if self.in_proj[name] is not None else torch.eye(in_dim)
+        return torch.kron(p_out, p_in)

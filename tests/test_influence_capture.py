@@ -1,0 +1,98 @@
+"""Per-example gradient capture and projections on the tiny model."""
+
+import pytest
+import torch
+
+from ifexp.influence.capture import LayerRecorder, forward_backward, per_example_gradients, trainable_linears
+from ifexp.influence.project import DenseProjector, KroneckerProjector, SparseJLProjector
+from ifexp.models import load_model, load_tokenizer
+from ifexp.schema import TrainConfig
+from ifexp.train import apply_lora, collate, encode_examples
+
+
+@pytest.fixture(scope="module")
+def lora_model_and_batch(tiny_model, tiny_model_cfg, small_splits):
+    torch.manual_seed(0)
+    model = apply_lora(load_model(tiny_model), tiny_model_cfg, TrainConfig(lora_r=4, lora_alpha=8))
+    # LoRA B starts at zero (then every A-gradient is zero): give it weights as after training.
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    tokenizer = load_tokenizer(tiny_model)
+    encoded = encode_examples(tokenizer, small_splits["train"][:5], tiny_model_cfg, "truncate")
+    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    assert len({len(ids) for ids, _ in rows}) > 1  # variable lengths: padding is exercised
+    return model, rows, tokenizer.pad_token_id
+
+
+def test_batched_per_example_gradients_equal_single_backward(lora_model_and_batch):
+    model, rows, pad_id = lora_model_and_batch
+    layers = trainable_linears(model)
+    assert layers and all("lora_" in name for name in layers)
+    recorder = LayerRecorder(layers)
+    forward_backward(model, recorder, collate(rows, pad_id))
+    batched = per_example_gradients(recorder)
+    for index, row in enumerate(rows):
+        model.zero_grad()
+        single = LayerRecorder(layers)
+        forward_backward(model, single, collate([row], pad_id))
+        alone = per_example_gradients(single)
+        for name in layers:
+            torch.testing.assert_close(batched[name][index], alone[name][0], rtol=1e-4, atol=1e-6)
+        # and the hook-based gradient equals autograd's own parameter gradient
+        from ifexp.influence.capture import per_example_losses
+
+        batch = collate([row], pad_id)
+        loss = per_example_losses(model(input_ids=batch["input_ids"]).logits, batch["labels"]).sum()
+        grads = torch.autograd.grad(loss, [layer.weight for layer in layers.values()])
+        for name, grad in zip(layers, grads, strict=True):
+            torch.testing.assert_close(alone[name][0], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_kronecker_projection_equals_explicit_kronecker_matrix(lora_model_and_batch):
+    model, rows, pad_id = lora_model_and_batch
+    layers = trainable_linears(model)
+    recorder = LayerRecorder(layers)
+    forward_backward(model, recorder, collate(rows, pad_id))
+    shapes = {name: tuple(layer.weight.shape) for name, layer in layers.items()}
+    projector = KroneckerProjector(shapes, k_in=3, k_out=3, seed=1)
+    features = projector(recorder)
+    grads = per_example_gradients(recorder)
+    expected = torch.cat(
+        [grads[name].flatten(1) @ projector.explicit_matrix(name, *shapes[name]).T for name in layers], dim=1
+    )
+    assert features.shape == (len(rows), projector.k)
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda k: DenseProjector(k, seed=0),
+        lambda k: DenseProjector(k, 0, "rademacher"),
+        lambda k: SparseJLProjector(k, seed=0),
+    ],
+)
+def test_projections_preserve_inner_products_on_random_vectors(make):
+    torch.manual_seed(0)
+    k, dim = 4096, 30000
+    vectors = torch.randn(6, dim)
+    projector = make(k)
+    projected = projector.project_flat({"a": vectors[:, :20000], "b": vectors[:, 20000:]})
+    exact = vectors @ vectors.T
+    approx = projected @ projected.T
+    norms = vectors.norm(dim=1)
+    # JL: |<Pa,Pb> - <a,b>| <~ c |a||b| / sqrt(k); c=4 is a comfortable bound for 15 pairs.
+    assert ((approx - exact).abs() <= 4 * torch.outer(norms, norms) / k**0.5).all()
+
+
+def test_projections_preserve_inner_products_on_real_gradients(lora_model_and_batch):
+    model, rows, pad_id = lora_model_and_batch
+    recorder = LayerRecorder(trainable_linears(model))
+    forward_backward(model, recorder, collate(rows, pad_id))
+    flat = torch.cat([g.flatten(1) for g in per_example_gradients(recorder).values()], dim=1)
+    exact = flat @ flat.T
+    norms = flat.norm(dim=1)
+    for projector in (DenseProjector(2048, seed=3), SparseJLProjector(2048, seed=3)):
+        features = projector(recorder)
+        assert ((features @ features.T - exact).abs() <= 4 * torch.outer(norms, norms) / 2048**0.5).all()
