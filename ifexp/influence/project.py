@@ -4,6 +4,7 @@ Every projector maps the recorded layer inputs / output gradients of a batch (ca
 features phi (B, k) with E[phi(a) . phi(b)] = g(a) . g(b). All are seeded and deterministic;
 none stores a dense d x k matrix:
 
+- ExactProjector: no projection (small models, tests).
 - DenseProjector: Gaussian or Rademacher, regenerated block by block from the seed.
 - SparseJLProjector: sparse sign hashing (each coordinate to one bucket with a random sign).
 - KroneckerProjector: LoGra-style; per layer, project inputs (k_in x in) and output gradients
@@ -35,6 +36,16 @@ class Projector:
 
     def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
         raise NotImplementedError
+
+
+class ExactProjector(Projector):
+    """No projection: the full per-example gradient (small models and tests)."""
+
+    def __init__(self, layer_shapes: dict[str, tuple[int, int]]):
+        self.k = sum(out_dim * in_dim for out_dim, in_dim in layer_shapes.values())
+
+    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
+        return torch.cat([g.flatten(1) for g in per_example_gradients(recorder).values()], dim=1)
 
 
 class DenseProjector(Projector):

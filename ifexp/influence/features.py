@@ -1,0 +1,62 @@
+"""Projected per-example gradient features, written to a memory-mapped store.
+
+A store is a folder with `features.npy` (N x k, float16 or float32, opened as a memmap) and
+`ids.json`; the artifact cache (ifexp.cache) keys it by the model weights, the data and the
+estimator config, so every job of a sweep reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ifexp.influence.capture import LayerRecorder, forward_backward, trainable_linears
+from ifexp.influence.project import Projector
+
+
+def extract_features(
+    model: nn.Module,
+    rows: Sequence[tuple[list[int], int]],
+    projector: Projector,
+    collate_fn,
+    batch_size: int = 8,
+    desc: str = "features",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, k) float32, losses (N,)) for (input_ids, n_prompt_tokens) rows, in order."""
+    recorder = LayerRecorder(trainable_linears(model))
+    if not recorder.layers:
+        raise ValueError("the model has no trainable Linear layers to take gradients of")
+    model.eval()  # no dropout: the gradient is that of the deterministic loss
+    features = np.empty((len(rows), projector.k), dtype=np.float32)
+    losses = np.empty(len(rows), dtype=np.float32)
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc):
+        batch = collate_fn(list(rows[start : start + batch_size]))
+        batch_losses = forward_backward(model, recorder, batch)
+        with torch.no_grad():
+            phi = projector(recorder)
+        if not torch.isfinite(phi).all():
+            bad = start + int((~torch.isfinite(phi).all(dim=1)).nonzero()[0, 0])
+            raise FloatingPointError(f"non-finite gradient features for example #{bad}")
+        features[start : start + len(batch_losses)] = phi.numpy()
+        losses[start : start + len(batch_losses)] = batch_losses.numpy()
+    recorder.clear()
+    return features, losses
+
+
+def write_store(folder: Path, ids: Sequence[str], features: np.ndarray, dtype: str = "float32") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    array = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=dtype, shape=features.shape)
+    array[:] = features
+    array.flush()
+    (folder / "ids.json").write_text(json.dumps(list(ids)))
+
+
+def read_store(folder: Path) -> tuple[list[str], np.ndarray]:
+    """(ids, features as a read-only memmap)."""
+    return json.loads((folder / "ids.json").read_text()), np.load(folder / "features.npy", mmap_mode="r")

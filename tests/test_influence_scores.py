@@ -1,0 +1,87 @@
+"""Preconditioners, influence matrix, s_C / s_I / rank scores, and the sign convention."""
+
+import numpy as np
+import pytest
+import torch
+
+from ifexp.influence.capture import LayerRecorder, forward_backward, per_example_losses, trainable_linears
+from ifexp.influence.features import extract_features, read_store, write_store
+from ifexp.influence.precondition import make_preconditioner
+from ifexp.influence.project import ExactProjector
+from ifexp.influence.score import influence_matrix, influence_scores, percentile_ranks
+from ifexp.models import load_model, load_tokenizer
+from ifexp.schema import TrainConfig
+from ifexp.train import apply_lora, collate, encode_examples
+
+
+def test_proj_fisher_equals_explicit_inverse():
+    rng = np.random.default_rng(0)
+    train, queries = rng.normal(size=(50, 12)).astype(np.float32), rng.normal(size=(4, 12)).astype(np.float32)
+    preconditioner = make_preconditioner("proj_fisher", damping=0.05).fit(torch.tensor(train))
+    fisher = train.astype(np.float64).T @ train / len(train)
+    lam = 0.05 * np.trace(fisher) / 12
+    expected = train @ np.linalg.inv(fisher + lam * np.eye(12)) @ queries.T
+    np.testing.assert_allclose(influence_matrix(train, queries, preconditioner, chunk=7), expected, rtol=1e-4)
+
+
+def test_grad_dot_and_grad_cos():
+    train = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    queries = np.array([[2.0, 0.0]], dtype=np.float32)
+    np.testing.assert_allclose(influence_matrix(train, queries, make_preconditioner("grad_dot"))[:, 0], [2, 0, 6])
+    np.testing.assert_allclose(
+        influence_matrix(train, queries, make_preconditioner("grad_cos"))[:, 0], [1, 0, 0.6], rtol=1e-6
+    )
+
+
+def test_ranks_and_scores():
+    influence = np.array([[3.0, -1.0, 0.0], [1.0, 5.0, 0.0], [2.0, 0.0, 1.0]])
+    ranks = percentile_ranks(influence)
+    np.testing.assert_allclose(ranks[:, 0], [1.0, 0.0, 0.5])
+    np.testing.assert_allclose(ranks[:, 2], [0.25, 0.25, 1.0])  # ties share the average rank
+    scores = influence_scores(influence, np.array([True, True, False]))
+    np.testing.assert_allclose(scores["s_correct"], [1.0, 3.0, 1.0])
+    np.testing.assert_allclose(scores["s_incorrect"], [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(scores["rank_score"], scores["rank_correct"] - scores["rank_incorrect"])
+    assert np.isnan(influence_scores(influence, np.array([True, True, True]))["s_incorrect"]).all()
+
+
+def test_sign_positive_influence_means_training_on_d_lowers_loss_on_q(
+    tiny_model, tiny_model_cfg, small_splits, tmp_path
+):
+    torch.manual_seed(0)
+    model = apply_lora(load_model(tiny_model), tiny_model_cfg, TrainConfig(lora_r=4, lora_alpha=8))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    # float64 so that a small step's loss change is far above rounding error
+    model = model.double()
+    tokenizer = load_tokenizer(tiny_model)
+    encoded = encode_examples(tokenizer, small_splits["train"][:6], tiny_model_cfg, "truncate")
+    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    layers = trainable_linears(model)
+    projector = ExactProjector({n: tuple(m.weight.shape) for n, m in layers.items()})
+    features, _ = extract_features(model, rows, projector, lambda b: collate(b, tokenizer.pad_token_id), batch_size=4)
+    write_store(tmp_path / "store", [str(i) for i in range(6)], features)
+    ids, stored = read_store(tmp_path / "store")
+    assert ids == [str(i) for i in range(6)] and np.array_equal(stored, features)
+
+    query, train_row = rows[0], rows[1]
+    predicted = influence_matrix(features[1:2], features[0:1], make_preconditioner("grad_dot"))[0, 0]
+
+    def query_loss():
+        with torch.no_grad():
+            batch = collate([query], tokenizer.pad_token_id)
+            return per_example_losses(model(input_ids=batch["input_ids"]).logits, batch["labels"]).item()
+
+    before = query_loss()
+    recorder = LayerRecorder(layers)
+    forward_backward(model, recorder, collate([train_row], tokenizer.pad_token_id))
+    step = 1e-2
+    with torch.no_grad():  # one SGD step on the training example d
+        for name, layer in layers.items():
+            grad = torch.einsum("bto,bti->oi", recorder.output_grads[name], recorder.inputs[name])
+            layer.weight -= step * grad
+    change = query_loss() - before
+    assert predicted != 0
+    assert np.sign(change) == -np.sign(predicted)
+    assert change == pytest.approx(-step * predicted, rel=0.1)
