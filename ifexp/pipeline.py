@@ -21,9 +21,9 @@ from ifexp.data import Example, build_splits, read_jsonl, write_jsonl
 from ifexp.evaluate.benchmarks import Problem, load_benchmark
 from ifexp.evaluate.engines import GenerationJob, generate
 from ifexp.evaluate.grading import is_correct, pass_at_1
-from ifexp.models import load_tokenizer, prepare_model, prompt_ids
-from ifexp.schema import JobConfig, validate
-from ifexp.train import finetune
+from ifexp.models import load_model, load_tokenizer, prepare_model, prompt_ids
+from ifexp.schema import IfexpError, JobConfig, validate
+from ifexp.train import collate, encode_examples, finetune
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,58 @@ def sft_stage(cfg: JobConfig, cache_dir: Path, base: str, data_dir: Path, train:
     return cached_stage(
         cache_dir, "sft_full", key, lambda out: finetune(base, train, cfg.model, cfg.train, cfg.seed, out)
     )
+
+
+def features_stage(
+    cfg: JobConfig, cache_dir: Path, base: str, sft_dir: Path, examples: list[Example], split_key: str
+) -> Path:
+    """Projected gradient features of examples at theta*, in a memmap store, reused by every job.
+
+    Keyed by the weights (sft artifact), the examples' content and the projection config; the
+    preconditioner is not part of the key, so all estimators sharing a projection share it.
+    """
+    est = cfg.estimator
+    key = {
+        "sft": sft_dir.name,
+        "examples": content_hash([asdict(e) for e in examples]),
+        "split": split_key,
+        "projection": {k: getattr(est, k) for k in ("projection", "k", "k_in", "k_out", "seed", "store_dtype")},
+        "max_seq_len": cfg.model.max_seq_len,
+        "system_prompt": cfg.model.system_prompt,
+    }
+
+    def build(out: Path) -> dict:
+        from ifexp.influence.estimator import make_projector
+        from ifexp.influence.features import extract_features, write_store
+
+        tokenizer = load_tokenizer(base)
+        encoded = encode_examples(tokenizer, examples, cfg.model, "truncate")
+        if encoded.n_rejected:
+            raise IfexpError(f"features: {encoded.n_rejected} examples have prompts longer than model.max_seq_len")
+        model_path, adapter = model_under_test(cfg, base, sft_dir)
+        model = load_model(model_path, adapter=adapter)
+        if adapter:
+            for name, param in model.named_parameters():
+                param.requires_grad_("lora_" in name)
+        rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+        projector = make_projector(est, model)
+        features, losses = extract_features(
+            model,
+            rows,
+            projector,
+            lambda b: collate(b, tokenizer.pad_token_id),
+            est.batch_size,
+            desc=f"features [{split_key}]",
+        )
+        write_store(out, [e.id for e in examples], features, est.store_dtype)
+        return {
+            "n": len(examples),
+            "k": projector.k,
+            "n_truncated": encoded.n_truncated,
+            "mean_loss": float(losses.mean()),
+        }
+
+    return cached_stage(cache_dir, "features", key, build)
 
 
 def model_under_test(cfg: JobConfig, base: str, sft_dir: Path | None) -> tuple[str, str | None]:

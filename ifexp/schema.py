@@ -100,6 +100,23 @@ class EngineConfig:
 
 
 @dataclass
+class EstimatorConfig:
+    """How influence is estimated: a gradient projection plus a preconditioner."""
+
+    name: str = "proj_fisher"
+    # sjlt | gaussian | rademacher (dense, on the fly) | kronecker (LoGra, per layer) | none (exact)
+    projection: str = "sjlt"
+    k: int = 4096
+    k_in: int = 8
+    k_out: int = 8
+    preconditioner: str = "proj_fisher"  # grad_dot | grad_cos | proj_fisher
+    damping: float = 0.1
+    batch_size: int = 8
+    store_dtype: str = "float32"
+    seed: int = 0
+
+
+@dataclass
 class LoggerConfig:
     name: str = "wandb"  # wandb | none
     mode: str = "offline"  # offline | online
@@ -120,6 +137,7 @@ class JobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
@@ -138,6 +156,9 @@ CHOICES = {
     "engine.name": ("vllm", "hf"),
     "engine.dtype": ("float32", "bfloat16", "float16"),
     "logger.name": ("wandb", "none"),
+    "estimator.projection": ("sjlt", "gaussian", "rademacher", "kronecker", "none"),
+    "estimator.preconditioner": ("grad_dot", "grad_cos", "proj_fisher"),
+    "estimator.store_dtype": ("float32", "float16"),
     "logger.mode": ("offline", "online"),
 }
 

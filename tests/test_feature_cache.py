@@ -1,0 +1,35 @@
+"""Features of the fine-tuned model are computed once and reused from the cache."""
+
+from dataclasses import replace
+
+import numpy as np
+
+from ifexp.cache import read_manifest
+from ifexp.influence.features import read_store
+from ifexp.pipeline import dataset_stage, features_stage, sft_stage
+from ifexp.schema import DatasetConfig, EstimatorConfig, JobConfig, TrainConfig
+
+
+def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path, monkeypatch):
+    cfg = JobConfig(
+        model=tiny_model_cfg,
+        dataset=DatasetConfig(n_train=12, n_val=4, n_test=4),
+        train=TrainConfig(max_steps=2, batch_size=4, lr=1e-2),
+        estimator=EstimatorConfig(projection="sjlt", k=256, batch_size=4),
+    )
+    data_dir, splits = dataset_stage(cfg, tmp_path)
+    sft_dir = sft_stage(cfg, tmp_path, tiny_model, data_dir, splits["train"])
+    first = features_stage(cfg, tmp_path, tiny_model, sft_dir, splits["train"], "train")
+    ids, features = read_store(first)
+    assert ids == [e.id for e in splits["train"]] and features.shape == (12, 256)
+    assert np.abs(features).sum() > 0
+
+    # The second call must not extract anything: make extraction fail if it is attempted.
+    import ifexp.influence.features as features_module
+
+    monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    second = features_stage(cfg, tmp_path, tiny_model, sft_dir, splits["train"], "train")
+    assert second == first and read_manifest(second)["n"] == 12
+    # A different preconditioner shares the store; a different projection does not.
+    shared = replace(cfg, estimator=replace(cfg.estimator, preconditioner="grad_dot"))
+    assert features_stage(shared, tmp_path, tiny_model, sft_dir, splits["train"], "train") == first
