@@ -68,6 +68,8 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
+    # Batch examples of similar length together (less padding, same epochs).
+    group_by_length: bool = True
     # bf16 | fp16 | no (Accelerate's mixed_precision)
     mixed_precision: str = "no"
     # What to do with an example longer than model.max_seq_len: truncate | reject

@@ -75,3 +75,19 @@ def test_full_finetune_saves_a_loadable_model(tiny_model, tiny_model_cfg, small_
     model = load_model(str(tmp_path / "weights"))
     assert model(torch.tensor([[1, 2, 3]])).logits.shape[-1] == len(load_tokenizer(tiny_model))
     assert IGNORE_INDEX == -100
+
+
+def test_length_grouped_batches_cover_every_example_once_per_epoch():
+    from ifexp.train import LengthGroupedBatches
+
+    lengths = [(i * 37) % 101 for i in range(50)]
+    sampler = LengthGroupedBatches(lengths, batch_size=4, seed=0, group=4)
+    first, second = list(sampler), list(sampler)
+    for epoch in (first, second):
+        assert sorted(i for batch in epoch for i in batch) == list(range(50))
+        assert len(epoch) == len(sampler) == 13
+    assert first != second  # reshuffled each epoch
+    assert list(LengthGroupedBatches(lengths, 4, seed=0, group=4)) == first  # seeded
+    # within a window, batches are sorted by length: padding is far below random batching
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in LengthGroupedBatches(lengths, 4, seed=0))
+    assert padded < 1.15 * sum(lengths)

@@ -122,6 +122,21 @@ def vllm_environment(engine: EngineConfig) -> dict[str, str]:
     return env
 
 
+def run_streaming(command: list[str], env: dict[str, str], keep: int = 16384) -> tuple[int, str]:
+    """Run a command, passing its output (progress bars included) through to our stderr as it
+    comes, and keep the end of it for the error message."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tail = b""
+    for chunk in iter(lambda: process.stdout.read1(4096), b""):
+        if hasattr(sys.stderr, "buffer"):
+            sys.stderr.buffer.write(chunk)
+        else:  # a replaced stderr (some test runners) takes text only
+            sys.stderr.write(chunk.decode(errors="replace"))
+        sys.stderr.flush()
+        tail = (tail + chunk)[-keep:]
+    return process.wait(), tail.decode(errors="replace")
+
+
 def vllm_generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
     results: dict[str, list[list[Sample]]] = {}
     by_model: dict[str, list[GenerationJob]] = {}
@@ -137,16 +152,13 @@ def vllm_generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, 
             )
             names = ", ".join(j.name for j in model_jobs)
             log.info("vLLM: generating for %s in a subprocess", names)
-            completed = subprocess.run(
+            returncode, tail = run_streaming(
                 [sys.executable, "-m", "ifexp.evaluate.vllm_worker", str(request), str(response)],
                 env=vllm_environment(engine),
-                stdout=sys.stderr,
-                stderr=subprocess.PIPE,
-                text=True,
             )
-            if completed.returncode != 0:
-                tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
-                raise RuntimeError(f"vLLM generation failed for {names} (exit {completed.returncode}):\n{tail}")
+            if returncode != 0:
+                tail = "\n".join(tail.strip().splitlines()[-15:])
+                raise RuntimeError(f"vLLM generation failed for {names} (exit {returncode}):\n{tail}")
             for name, per_prompt in json.loads(response.read_text()).items():
                 results[name] = [[Sample(**s) for s in samples] for samples in per_prompt]
     return results
