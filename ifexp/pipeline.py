@@ -1,6 +1,6 @@
 """The main job, as a chain of cached stages:
 
-    base_model -> dataset -> sft_full -> eval(base, fine-tuned; every benchmark) -> metrics.json
+    dataset -> base_model -> sft_full -> eval(base, fine-tuned; every benchmark) -> metrics.json
 
 Each stage's artifact lives in the content-addressed cache (ifexp.cache), so a rerun reuses
 what is done and a killed run resumes from the last finished stage.
@@ -197,10 +197,11 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
     timings: dict[str, float] = {}
     metrics: dict[str, Any] = {"model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed}
 
-    with timed(timings, "base_model"):
-        base = prepare_model(cfg.model, cache_dir)
+    # Data first: a bad input file fails before minutes of model conversion.
     with timed(timings, "dataset"):
         data_dir, splits = dataset_stage(cfg, cache_dir)
+    with timed(timings, "base_model"):
+        base = prepare_model(cfg.model, cache_dir)
     with timed(timings, "benchmarks"):
         benchmarks = {
             name: load_benchmark(

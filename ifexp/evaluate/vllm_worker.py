@@ -11,6 +11,13 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+# vLLM accepts only these values for max_lora_rank; an adapter of rank r needs the next one up.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def supported_lora_rank(rank: int) -> int:
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
+
 
 def main(request_path: str, response_path: str) -> None:
     from vllm import LLM, SamplingParams
@@ -31,7 +38,7 @@ def main(request_path: str, response_path: str) -> None:
         tensor_parallel_size=engine["tensor_parallel_size"],
         gpu_memory_utilization=engine["gpu_memory_utilization"],
         enable_lora=bool(adapters),
-        max_lora_rank=max(lora_ranks, default=16),
+        max_lora_rank=supported_lora_rank(max(lora_ranks, default=8)),
         max_loras=max(1, len(adapters)),
         seed=jobs[0]["seed"],
     )
