@@ -106,7 +106,12 @@ def bench_features(args: argparse.Namespace) -> dict:
         seconds, (features, _) = _timed(
             lambda: extract_features(model, rows, projector, lambda b: collate(b, pad), est.batch_size, desc=name)  # noqa: B023
         )
-        fit_seconds, _ = _timed(lambda: make_estimator_preconditioner(est).fit(torch.from_numpy(features)))  # noqa: B023
+        factors = (
+            {"input_cov": projector.input_cov, "grad_cov": projector.grad_cov} if est.preconditioner == "kfac" else None
+        )
+        fit_seconds, _ = _timed(
+            lambda: make_estimator_preconditioner(est, factors).fit(torch.from_numpy(features))  # noqa: B023
+        )
         features_s[name] = (seconds + fit_seconds) / n
         fit_s[name] = fit_seconds
         dims[name] = projector.k
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     features.add_argument("--seq-len", type=int, default=256)
     features.add_argument("--n-examples", type=int, default=32)
     features.add_argument("--batch-size", type=int, default=8)
-    features.add_argument("--estimators", nargs="+", default=["grad_dot", "proj_fisher", "logra"])
+    features.add_argument("--estimators", nargs="+", default=["grad_dot", "proj_fisher", "logra", "kfac"])
     features.add_argument("--less-k", type=int, default=4096, help="the estimators' k, for a like-for-like baseline")
     features.add_argument("--less-examples", type=int, default=8, help="the baseline is slow: time it on fewer")
     features.add_argument("--cache-dir", default="outputs/cache")

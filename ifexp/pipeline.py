@@ -116,7 +116,7 @@ def features_stage(
             est.batch_size,
             desc=f"features [{split_key}]",
         )
-        write_store(out, [e.id for e in examples], features, est.store_dtype)
+        write_store(out, [e.id for e in examples], features, est.store_dtype, projector)
         return {
             "n": len(examples),
             "k": projector.k,

@@ -111,7 +111,7 @@ class EstimatorConfig:
     k: int = 4096
     k_in: int = 8
     k_out: int = 8
-    preconditioner: str = "proj_fisher"  # grad_dot | grad_cos | proj_fisher
+    preconditioner: str = "proj_fisher"  # grad_dot | grad_cos | proj_fisher | kfac (kronecker only)
     damping: float = 0.1
     batch_size: int = 8
     store_dtype: str = "float32"
@@ -159,7 +159,7 @@ CHOICES = {
     "engine.dtype": ("float32", "bfloat16", "float16"),
     "logger.name": ("wandb", "none"),
     "estimator.projection": ("sjlt", "gaussian", "rademacher", "kronecker", "none"),
-    "estimator.preconditioner": ("grad_dot", "grad_cos", "proj_fisher"),
+    "estimator.preconditioner": ("grad_dot", "grad_cos", "proj_fisher", "kfac"),
     "estimator.store_dtype": ("float32", "float16"),
     "logger.mode": ("offline", "online"),
 }
@@ -174,6 +174,8 @@ def validate(cfg: JobConfig) -> None:
             raise IfexpError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
     if not 0.0 <= cfg.dataset.flaw_fraction < 1.0:
         raise IfexpError(f"dataset.flaw_fraction={cfg.dataset.flaw_fraction}: must be in [0, 1)")
+    if cfg.estimator.preconditioner == "kfac" and cfg.estimator.projection != "kronecker":
+        raise IfexpError("estimator.preconditioner=kfac needs estimator.projection=kronecker")
     if cfg.dataset.source == "jsonl" and not cfg.dataset.path:
         raise IfexpError("dataset=jsonl needs dataset.path=FILE")
     for key in ("train.batch_size", "eval.n_samples", "eval.max_new_tokens", "model.max_seq_len"):

@@ -96,3 +96,31 @@ def test_projections_preserve_inner_products_on_real_gradients(lora_model_and_ba
     for projector in (DenseProjector(2048, seed=3), SparseJLProjector(2048, seed=3)):
         features = projector(recorder)
         assert ((features @ features.T - exact).abs() <= 4 * torch.outer(norms, norms) / 2048**0.5).all()
+
+
+def test_kfac_equals_explicit_kronecker_factored_inverse(lora_model_and_batch):
+    from ifexp.influence.precondition import KFAC
+
+    model, rows, pad_id = lora_model_and_batch
+    layers = trainable_linears(model)
+    recorder = LayerRecorder(layers)
+    forward_backward(model, recorder, collate(rows, pad_id))
+    shapes = {name: tuple(layer.weight.shape) for name, layer in layers.items()}
+    projector = KroneckerProjector(shapes, k_in=3, k_out=3, seed=1)
+    features = projector(recorder).double()
+    assert projector.n_tokens == int(collate(rows, pad_id)["attention_mask"].sum())
+    kfac = KFAC(projector.input_cov, projector.grad_cov, damping=0.1)
+    got = kfac.query_side(features)
+    start, expected = 0, []
+    for name in layers:
+        k_out, k_in = projector.block_shapes()[name]
+        factors = []
+        for cov in (projector.grad_cov[name], projector.input_cov[name]):
+            factors.append(cov + 0.1 * torch.diagonal(cov).mean() * torch.eye(cov.shape[0], dtype=torch.float64))
+        # vec(G^-1 Phi A^-1) for row-major vec = (G kron A)^-1 vec(Phi) (both symmetric)
+        explicit = torch.linalg.inv(torch.kron(factors[0], factors[1]))
+        expected.append(features[:, start : start + k_out * k_in] @ explicit.T)
+        start += k_out * k_in
+    expected = torch.cat(expected, dim=1)
+    # the preconditioner returns float32: compare at float32 precision relative to the scale
+    torch.testing.assert_close(got.double(), expected, rtol=1e-3, atol=1e-5 * float(expected.abs().max()))

@@ -85,3 +85,38 @@ def test_sign_positive_influence_means_training_on_d_lowers_loss_on_q(
     assert predicted != 0
     assert np.sign(change) == -np.sign(predicted)
     assert change == pytest.approx(-step * predicted, rel=0.1)
+
+
+def test_scores_csv_follows_the_contract(tmp_path):
+    import csv
+
+    from ifexp.influence.score import write_scores_csv
+
+    influence = np.array([[1.0, -1.0], [2.0, 0.5], [-3.0, 0.0]])
+    scores = influence_scores(influence, np.array([True, False]))
+    write_scores_csv(
+        tmp_path / "scores.csv",
+        ["a", "b", "c"],
+        scores,
+        perplexity=[1.5, 2.0, 3.0],
+        kept=[True, False, True],
+        flaw=["", "truncated", ""],
+    )
+    with (tmp_path / "scores.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [
+        "example_id",
+        "s_correct",
+        "s_incorrect",
+        "rank_correct",
+        "rank_incorrect",
+        "rank_score",
+        "perplexity",
+        "kept",
+        "flaw",
+    ]
+    assert [r["example_id"] for r in rows] == ["a", "b", "c"]
+    assert float(rows[1]["s_correct"]) == 2.0 and float(rows[1]["s_incorrect"]) == 0.5
+    assert [r["kept"] for r in rows] == ["1", "0", "1"] and rows[1]["flaw"] == "truncated"
+    write_scores_csv(tmp_path / "nan.csv", ["a", "b", "c"], influence_scores(influence, np.array([True, True])))
+    assert (tmp_path / "nan.csv").read_text().splitlines()[1].split(",")[2] == ""  # no Q_I: empty, not 'nan'

@@ -51,6 +51,8 @@ class LayerRecorder:
         self.layers = layers
         self.inputs: dict[str, torch.Tensor] = {}
         self.output_grads: dict[str, torch.Tensor] = {}
+        # (B, T) 1 on real tokens, 0 on padding: padded inputs are not zero, their gradients are
+        self.token_mask: torch.Tensor | None = None
         self._handles: list = []
 
     def _forward_hook(self, name: str):
@@ -82,6 +84,7 @@ class LayerRecorder:
 def forward_backward(model: nn.Module, recorder: LayerRecorder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Run one batch; afterwards recorder holds inputs and output gradients. Returns (B,) losses."""
     recorder.clear()
+    recorder.token_mask = batch["attention_mask"]
     with recorder.watching():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         losses = per_example_losses(logits, batch["labels"])

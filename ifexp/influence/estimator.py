@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ifexp.influence.capture import trainable_linears
-from ifexp.influence.precondition import Preconditioner, make_preconditioner
+from ifexp.influence.precondition import KFAC, Preconditioner, make_preconditioner
 from ifexp.influence.project import (
     DenseProjector,
     ExactProjector,
@@ -33,5 +33,12 @@ def make_projector(cfg: EstimatorConfig, model: nn.Module) -> Projector:
     raise ValueError(f"estimator.projection='{cfg.projection}': expected sjlt, gaussian, rademacher, kronecker, none")
 
 
-def make_estimator_preconditioner(cfg: EstimatorConfig) -> Preconditioner:
+def make_estimator_preconditioner(cfg: EstimatorConfig, kfac_factors: dict[str, dict] | None = None) -> Preconditioner:
+    """kfac_factors: {"input_cov": ..., "grad_cov": ...} as saved beside a Kronecker feature store."""
+    if cfg.preconditioner == "kfac":
+        if cfg.projection != "kronecker" or kfac_factors is None:
+            raise ValueError(
+                "estimator.preconditioner=kfac needs estimator.projection=kronecker (its layer statistics)"
+            )
+        return KFAC(kfac_factors["input_cov"], kfac_factors["grad_cov"], cfg.damping)
     return make_preconditioner(cfg.preconditioner, cfg.damping)

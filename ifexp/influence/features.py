@@ -49,12 +49,22 @@ def extract_features(
     return features, losses
 
 
-def write_store(folder: Path, ids: Sequence[str], features: np.ndarray, dtype: str = "float32") -> None:
+def write_store(
+    folder: Path, ids: Sequence[str], features: np.ndarray, dtype: str = "float32", projector: Projector | None = None
+) -> None:
+    """Features (+ the K-FAC factors a Kronecker projector gathered, for the kfac estimator)."""
     folder.mkdir(parents=True, exist_ok=True)
+    if getattr(projector, "input_cov", None):
+        torch.save({"input_cov": projector.input_cov, "grad_cov": projector.grad_cov}, folder / "kfac_factors.pt")
     array = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=dtype, shape=features.shape)
     array[:] = features
     array.flush()
     (folder / "ids.json").write_text(json.dumps(list(ids)))
+
+
+def read_kfac_factors(folder: Path) -> dict | None:
+    path = folder / "kfac_factors.pt"
+    return torch.load(path) if path.is_file() else None
 
 
 def read_store(folder: Path) -> tuple[list[str], np.ndarray]:

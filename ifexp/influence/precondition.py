@@ -4,6 +4,7 @@
 - cosine (`grad_cos`): H = I on unit-normalised features of both sides.
 - projected empirical Fisher (`proj_fisher`): H = Phi^T Phi / n + lambda I, lambda = damping x
   the mean eigenvalue of Phi^T Phi / n; Cholesky-factorised once.
+- per-layer K-FAC in the projected space (`kfac`, with the Kronecker projection).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class ProjectedFisher(Preconditioner):
             block = torch.as_tensor(train_features[start : start + chunk]).double()
             fisher += block.T @ block
         fisher /= train_features.shape[0]
-        self.lam = self.damping * float(torch.diagonal(fisher).mean()) + 1e-12
+        # relative damping; the floor only guards an all-zero Fisher (gradients can be ~1e-10 in scale)
+        self.lam = max(self.damping * float(torch.diagonal(fisher).mean()), 1e-300)
         self.cholesky = torch.linalg.cholesky(fisher + self.lam * torch.eye(k, dtype=torch.float64))
         return self
 
@@ -66,6 +68,38 @@ class ProjectedFisher(Preconditioner):
         return solved.T.float()
 
 
+class KFAC(Preconditioner):
+    """Per-layer K-FAC in the projected (Kronecker) space: F_layer ~ A (x) G, with A = E[a a^T]
+    over projected layer inputs and G = E[g g^T] over projected output gradients. For a feature
+    block Phi (k_out x k_in), H^-1 Phi = (G + lambda_G I)^-1 Phi (A + lambda_A I)^-1, each damping
+    relative to its factor's mean eigenvalue. Needs the KroneckerProjector's statistics.
+    """
+
+    name = "kfac"
+
+    def __init__(self, input_cov: dict, grad_cov: dict, damping: float = 0.1):
+        self.damping = damping
+        self.blocks = []  # (k_out, k_in, G^-1, A^-1) per layer, in feature order
+        for name in input_cov:
+            inverses = []
+            for factor in (torch.as_tensor(grad_cov[name]), torch.as_tensor(input_cov[name])):
+                factor = factor.double()
+                lam = max(damping * float(torch.diagonal(factor).mean()), 1e-300)
+                inverses.append(torch.linalg.inv(factor + lam * torch.eye(factor.shape[0], dtype=torch.float64)))
+            self.blocks.append((inverses[0].shape[0], inverses[1].shape[0], *inverses))
+
+    def query_side(self, query_features: torch.Tensor) -> torch.Tensor:
+        query_features = torch.as_tensor(query_features).double()
+        parts, start = [], 0
+        for k_out, k_in, grad_inverse, input_inverse in self.blocks:
+            block = query_features[:, start : start + k_out * k_in].reshape(-1, k_out, k_in)
+            parts.append((grad_inverse @ block @ input_inverse).flatten(1))
+            start += k_out * k_in
+        if start != query_features.shape[1]:
+            raise ValueError(f"kfac: features have {query_features.shape[1]} dims, the factors cover {start}")
+        return torch.cat(parts, dim=1).float()
+
+
 def make_preconditioner(name: str, damping: float = 0.1) -> Preconditioner:
     if name == "grad_dot":
         return Preconditioner()
@@ -73,4 +107,6 @@ def make_preconditioner(name: str, damping: float = 0.1) -> Preconditioner:
         return CosinePreconditioner()
     if name == "proj_fisher":
         return ProjectedFisher(damping)
-    raise ValueError(f"preconditioner '{name}': expected grad_dot, grad_cos or proj_fisher")
+    if name == "kfac":
+        raise ValueError("kfac needs the Kronecker projector's statistics: build it with KFAC(...)")
+    raise ValueError(f"preconditioner '{name}': expected grad_dot, grad_cos, proj_fisher or kfac")

@@ -117,6 +117,10 @@ class KroneckerProjector(Projector):
 
     def __init__(self, layer_shapes: dict[str, tuple[int, int]], k_in: int = 16, k_out: int = 16, seed: int = 0):
         self.seed = seed
+        # K-FAC statistics in the projected space, summed over real tokens: E[a a^T], E[g g^T].
+        self.input_cov: dict[str, torch.Tensor] = {}
+        self.grad_cov: dict[str, torch.Tensor] = {}
+        self.n_tokens = 0
         self.in_proj: dict[str, torch.Tensor | None] = {}
         self.out_proj: dict[str, torch.Tensor | None] = {}
         self.k = 0
@@ -140,7 +144,21 @@ class KroneckerProjector(Projector):
             if self.out_proj[name] is not None:
                 grads = grads @ self.out_proj[name].T
             parts.append(torch.einsum("bto,bti->boi", grads, inputs).flatten(1))
+            self._accumulate(name, inputs, grads, recorder.token_mask)
+        if recorder.token_mask is not None:
+            self.n_tokens += int(recorder.token_mask.sum())
         return torch.cat(parts, dim=1)
+
+    def _accumulate(self, name: str, inputs: torch.Tensor, grads: torch.Tensor, mask: torch.Tensor | None) -> None:
+        if mask is not None:
+            inputs = inputs * mask[..., None].to(inputs.dtype)
+        inputs, grads = inputs.reshape(-1, inputs.shape[-1]).double(), grads.reshape(-1, grads.shape[-1]).double()
+        self.input_cov[name] = self.input_cov.get(name, 0) + inputs.T @ inputs
+        self.grad_cov[name] = self.grad_cov.get(name, 0) + grads.T @ grads
+
+    def block_shapes(self) -> dict[str, tuple[int, int]]:
+        """(k_out, k_in) of each layer's feature block, in feature order."""
+        return {name: (self.grad_cov[name].shape[0], self.input_cov[name].shape[0]) for name in self.input_cov}
 
     def explicit_matrix(self, name: str, out_dim: int, in_dim: int) -> torch.Tensor:
         """The (k_out k_in) x (out in) matrix this projector applies to vec(grad) (tests only)."""

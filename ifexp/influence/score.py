@@ -7,6 +7,10 @@ likely): both features are gradients of the loss, and a step -eta g(d) changes l
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -64,3 +68,33 @@ def influence_scores(influence: np.ndarray, query_correct: np.ndarray) -> dict[s
     }
     scores["rank_score"] = scores["rank_correct"] - scores["rank_incorrect"]
     return scores
+
+
+SCORE_COLUMNS = ("s_correct", "s_incorrect", "rank_correct", "rank_incorrect", "rank_score")
+
+
+def write_scores_csv(
+    path: str | Path,
+    example_ids: Sequence[str],
+    scores: dict[str, np.ndarray],
+    perplexity: Sequence[float] | None = None,
+    kept: Sequence[bool] | None = None,
+    flaw: Sequence[str] | None = None,
+) -> None:
+    """scores.csv (DESIGN.md contract): one row per training example.
+
+    Columns: example_id, s_correct, s_incorrect, rank_correct, rank_incorrect, rank_score,
+    perplexity, kept (+ flaw where the dataset has labels). Unknown values are left empty.
+    """
+    header = ["example_id", *SCORE_COLUMNS, "perplexity", "kept"] + (["flaw"] if flaw is not None else [])
+    with Path(path).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i, example_id in enumerate(example_ids):
+            row = [example_id]
+            row += ["" if np.isnan(scores[c][i]) else f"{scores[c][i]:.8g}" for c in SCORE_COLUMNS]
+            row.append("" if perplexity is None else f"{perplexity[i]:.6g}")
+            row.append("" if kept is None else int(bool(kept[i])))
+            if flaw is not None:
+                row.append(flaw[i])
+            writer.writerow(row)
