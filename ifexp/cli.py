@@ -13,8 +13,11 @@ from pathlib import Path
 
 import hydra
 import hydra._internal.utils as hydra_utils
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,7 +61,18 @@ def _to_job_config(cfg: DictConfig) -> JobConfig:
 
 # The config tree lives beside the package (editable install); Hydra would resolve a relative
 # path as a Python package name, so give it the absolute folder.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+REPO_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = str(REPO_DIR / "conf")
+
+
+class SweepsSearchPath(SearchPathPlugin):
+    """Makes the top-level sweeps/ folder a config group: `ifexp sweeps=cpu_demo`."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        search_path.append(provider="ifexp-sweeps", path=f"file://{REPO_DIR}")
+
+
+Plugins.instance().register(SweepsSearchPath)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -68,6 +82,7 @@ def _job(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    # W&B group = the sweep (its folder name), so one sweep's jobs sit together
     group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
     tracker = None
     try:

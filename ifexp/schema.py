@@ -84,6 +84,8 @@ class EvalConfig:
     n_samples: int = 1
     temperature: float = 0.0
     eval_base: bool = True
+    # also fine-tune the trainee on all of D with the job's seed and evaluate it (full_pass@1/*)
+    eval_full: bool = True
     benchmark_seed: int = 1234
 
 
@@ -119,6 +121,33 @@ class EstimatorConfig:
 
 
 @dataclass
+class QueryConfig:
+    """How theta* answers the validation questions that become the query sets Q_C and Q_I."""
+
+    n_samples: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 256
+
+
+@dataclass
+class PruningConfig:
+    """Which floor(fraction * |D|) training examples to remove (DESIGN.md strategies)."""
+
+    # none | random | perplexity | embedding | low_benefit | high_harm | combined | oracle
+    strategy: str = "none"
+    fraction: float = 0.0
+    # perplexity: keep the low | high | middle perplexity examples (under the base model)
+    perplexity_keep: str = "low"
+    # embedding: remove those farthest from the validation-question centroid, or the most redundant
+    embedding_mode: str = "centroid"
+    # combined: remove the lowest alpha * benefit - (1 - alpha) * harm, from rank or z scores
+    combine: str = "rank"
+    alpha: float = 0.5
+    # also fine-tune and evaluate Random pruning of the same size and seed (delta_vs_random)
+    compare_random: bool = True
+
+
+@dataclass
 class LoggerConfig:
     name: str = "wandb"  # wandb | none
     mode: str = "offline"  # offline | online
@@ -142,6 +171,14 @@ class JobConfig:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    queries: QueryConfig = field(default_factory=QueryConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    # The scorer model (theta* and its gradients); None scores with the trainee model itself.
+    # Set it for cross-model transfer: +model@scorer=NAME
+    scorer: ModelConfig | None = None
+    # `seed` varies selection and the pruned fine-tuning; theta* is trained once with scorer_seed,
+    # so every seed of a sweep shares it and its scores.
+    scorer_seed: int = 0
     seed: int = 0
 
 
@@ -162,6 +199,19 @@ CHOICES = {
     "estimator.preconditioner": ("grad_dot", "grad_cos", "proj_fisher", "kfac"),
     "estimator.store_dtype": ("float32", "float16"),
     "logger.mode": ("offline", "online"),
+    "pruning.strategy": (
+        "none",
+        "random",
+        "perplexity",
+        "embedding",
+        "low_benefit",
+        "high_harm",
+        "combined",
+        "oracle",
+    ),
+    "pruning.perplexity_keep": ("low", "high", "middle"),
+    "pruning.embedding_mode": ("centroid", "redundancy"),
+    "pruning.combine": ("rank", "zscore"),
 }
 
 
@@ -174,13 +224,28 @@ def validate(cfg: JobConfig) -> None:
             raise IfexpError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
     if not 0.0 <= cfg.dataset.flaw_fraction < 1.0:
         raise IfexpError(f"dataset.flaw_fraction={cfg.dataset.flaw_fraction}: must be in [0, 1)")
+    if not 0.0 <= cfg.pruning.fraction < 1.0:
+        raise IfexpError(f"pruning.fraction={cfg.pruning.fraction}: must be in [0, 1)")
+    if cfg.pruning.strategy == "none" and cfg.pruning.fraction != 0.0:
+        raise IfexpError(f"pruning=none removes nothing: pruning.fraction={cfg.pruning.fraction} must be 0")
+    if not 0.0 <= cfg.pruning.alpha <= 1.0:
+        raise IfexpError(f"pruning.alpha={cfg.pruning.alpha}: must be in [0, 1]")
     if cfg.estimator.preconditioner == "kfac" and cfg.estimator.projection != "kronecker":
         raise IfexpError("estimator.preconditioner=kfac needs estimator.projection=kronecker")
     if cfg.dataset.source == "jsonl" and not cfg.dataset.path:
         raise IfexpError("dataset=jsonl needs dataset.path=FILE")
-    for key in ("train.batch_size", "eval.n_samples", "eval.max_new_tokens", "model.max_seq_len"):
+    for key in (
+        "train.batch_size",
+        "eval.n_samples",
+        "eval.max_new_tokens",
+        "model.max_seq_len",
+        "queries.n_samples",
+        "queries.max_new_tokens",
+    ):
         group, name = key.split(".")
         if getattr(getattr(cfg, group), name) < 1:
             raise IfexpError(f"{key}={getattr(getattr(cfg, group), name)}: must be >= 1")
-    if cfg.eval.n_samples > 1 and cfg.eval.temperature == 0:
-        raise IfexpError("eval.n_samples > 1 needs eval.temperature > 0 (greedy samples are identical)")
+    for group in ("eval", "queries"):
+        sampling = getattr(cfg, group)
+        if sampling.n_samples > 1 and sampling.temperature == 0:
+            raise IfexpError(f"{group}.n_samples > 1 needs {group}.temperature > 0 (greedy samples are identical)")

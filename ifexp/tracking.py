@@ -49,6 +49,32 @@ class Tracker:
             self.run.log(metrics)
             self.run.summary.update(metrics)
 
+    def table(self, name: str, csv_path: Path) -> None:
+        """A CSV file (scores.csv) as a W&B Table."""
+        if self.run is None:
+            return
+        import csv
+
+        import wandb
+
+        with Path(csv_path).open(newline="") as handle:
+            rows = list(csv.reader(handle))
+
+        def cell(text: str):
+            try:
+                return float(text)
+            except ValueError:
+                return text
+
+        self.run.log({name: wandb.Table(columns=rows[0], data=[[cell(c) for c in row] for row in rows[1:]])})
+
+    def images(self, paths: dict[str, Path]) -> None:
+        if self.run is None or not paths:
+            return
+        import wandb
+
+        self.run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in paths.items()})
+
     def finish(self) -> None:
         if self.run is not None:
             self.run.finish()

@@ -80,11 +80,13 @@ def test_tiny_run_end_to_end_then_fully_cached(tmp_path):
         assert 0.0 <= metrics[f"pass@1/{bench}"] <= 1.0
         assert 0.0 <= metrics[f"base_pass@1/{bench}"] <= 1.0
         assert metrics[f"n_problems/{bench}"] == 8
-    assert metrics["n_train"] == metrics["n_train_kept"] == 32
+    assert metrics["n_train"] == 32 and metrics["n_train_kept"] == 24
+    assert metrics["strategy"] == "high_harm" and metrics["queries/n_correct"] == 0
     assert metrics["n_train_flawed"] == 8
     assert (tmp_path / "first" / "run.log").is_file()
     assert list((tmp_path / "first" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert (tmp_path / "first" / "generations" / "sft_gsm_symbolic.jsonl").is_file()
+    assert (tmp_path / "first" / "generations" / "pruned_gsm_symbolic.jsonl").is_file()
+    assert (tmp_path / "first" / "scores.csv").is_file() and (tmp_path / "first" / "selection.json").is_file()
 
     manifests = sorted((tmp_path / "cache").glob("*/*/manifest.json"))
     before = {path: path.stat().st_mtime_ns for path in manifests}
@@ -100,6 +102,7 @@ def test_embedded_default_with_vllm(tmp_path):
     """The demo at reduced size: SmolLM2-135M from the GGUF, LoRA fine-tuning, vLLM evaluation."""
     run_ifexp(
         "dataset.n_train=48",
+        "pruning=none",
         "eval.max_examples=16",
         "eval.max_new_tokens=160",
         "logger=none",

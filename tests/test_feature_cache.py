@@ -18,8 +18,8 @@ def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path,
         estimator=EstimatorConfig(projection="sjlt", k=256, batch_size=4),
     )
     data_dir, splits = dataset_stage(cfg, tmp_path)
-    sft_dir = sft_stage(cfg, tmp_path, tiny_model, data_dir, splits["train"])
-    first = features_stage(cfg, tmp_path, tiny_model, sft_dir, splits["train"], "train")
+    sft_dir = sft_stage(cfg, tmp_path, cfg.model, tiny_model, splits["train"], cfg.seed)
+    first = features_stage(cfg, tmp_path, cfg.model, tiny_model, sft_dir, splits["train"], "train")
     ids, features = read_store(first)
     assert ids == [e.id for e in splits["train"]] and features.shape == (12, 256)
     assert np.abs(features).sum() > 0
@@ -28,8 +28,8 @@ def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path,
     import ifexp.influence.features as features_module
 
     monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
-    second = features_stage(cfg, tmp_path, tiny_model, sft_dir, splits["train"], "train")
+    second = features_stage(cfg, tmp_path, cfg.model, tiny_model, sft_dir, splits["train"], "train")
     assert second == first and read_manifest(second)["n"] == 12
     # A different preconditioner shares the store; a different projection does not.
     shared = replace(cfg, estimator=replace(cfg.estimator, preconditioner="grad_dot"))
-    assert features_stage(shared, tmp_path, tiny_model, sft_dir, splits["train"], "train") == first
+    assert features_stage(shared, tmp_path, shared.model, tiny_model, sft_dir, splits["train"], "train") == first

@@ -1,0 +1,158 @@
+"""Pruning strategies: which floor(p * |D|) training examples to remove.
+
+Every strategy is a *removal score* per example (higher = removed first); pruning removes the
+top floor(p * |D|). The same score ranks examples for flaw detection (AUROC), so the two can
+never disagree. Pure functions over arrays: no model, no Hydra.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ifexp.schema import IfexpError, PruningConfig
+
+INFLUENCE_STRATEGIES = ("low_benefit", "high_harm", "combined")
+
+
+@dataclass
+class Signals:
+    """What strategies look at, one entry per training example (None: not computed)."""
+
+    ids: list[str]
+    flaw: list[str] = field(default_factory=list)
+    s_correct: np.ndarray | None = None
+    s_incorrect: np.ndarray | None = None
+    rank_correct: np.ndarray | None = None
+    rank_incorrect: np.ndarray | None = None
+    perplexity: np.ndarray | None = None
+    # embedding removal score: distance to the validation centroid, or redundancy
+    embedding: np.ndarray | None = None
+    n_correct_queries: int = 0
+    n_incorrect_queries: int = 0
+
+
+def needed_signals(strategy: str) -> set[str]:
+    """Which signals a strategy needs computed (influence, perplexity, embedding)."""
+    if strategy in INFLUENCE_STRATEGIES:
+        return {"influence"}
+    if strategy in ("perplexity", "embedding"):
+        return {strategy}
+    return set()
+
+
+def zscore(values: np.ndarray) -> np.ndarray:
+    std = values.std()
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values, dtype=np.float64)
+
+
+def _require_queries(signals: Signals, strategy: str, correct: bool, incorrect: bool) -> None:
+    missing = []
+    if correct and signals.n_correct_queries == 0:
+        missing.append(f"Q_C is empty (theta* answered none of the {signals.n_incorrect_queries} queries correctly)")
+    if incorrect and signals.n_incorrect_queries == 0:
+        missing.append(f"Q_I is empty (theta* answered all {signals.n_correct_queries} queries correctly)")
+    if missing:
+        raise IfexpError(
+            f"pruning={strategy}: {'; '.join(missing)}; use more validation questions (dataset.n_val) or samples "
+            "(queries.n_samples with queries.temperature > 0), or a strategy that needs only the other side"
+        )
+
+
+def removal_scores(cfg: PruningConfig, signals: Signals, seed: int) -> np.ndarray:
+    """One float per example; the highest are removed first. Ties keep dataset order."""
+    n = len(signals.ids)
+    strategy = cfg.strategy
+    if strategy in ("none", "random"):
+        return np.random.default_rng(seed).random(n)
+    if strategy == "oracle":
+        if not any(signals.flaw):
+            raise IfexpError("pruning=oracle needs flaw labels in the dataset (the `flaw` field); this one has none")
+        # flawed first, in random order, then the clean ones at random
+        return np.asarray([1.0 if f else 0.0 for f in signals.flaw]) + np.random.default_rng(seed).random(n) * 0.5
+    if strategy == "perplexity":
+        ppl = np.log(np.asarray(signals.perplexity, dtype=np.float64))
+        if cfg.perplexity_keep == "low":
+            return ppl
+        if cfg.perplexity_keep == "high":
+            return -ppl
+        return np.abs(ppl - np.median(ppl))  # middle: remove both tails
+    if strategy == "embedding":
+        return np.asarray(signals.embedding, dtype=np.float64)
+    if strategy == "low_benefit":
+        _require_queries(signals, strategy, correct=True, incorrect=False)
+        return -np.asarray(signals.s_correct, dtype=np.float64)
+    if strategy == "high_harm":
+        _require_queries(signals, strategy, correct=False, incorrect=True)
+        return np.asarray(signals.s_incorrect, dtype=np.float64)
+    if strategy == "combined":
+        _require_queries(signals, strategy, correct=True, incorrect=True)
+        if cfg.combine == "rank":
+            benefit, harm = signals.rank_correct, signals.rank_incorrect
+        else:
+            benefit, harm = zscore(signals.s_correct), zscore(signals.s_incorrect)
+        return -(cfg.alpha * np.asarray(benefit) - (1 - cfg.alpha) * np.asarray(harm))
+    raise IfexpError(f"pruning.strategy='{strategy}': unknown")
+
+
+def n_to_remove(n: int, fraction: float) -> int:
+    return math.floor(fraction * n)
+
+
+def select(cfg: PruningConfig, signals: Signals, seed: int) -> np.ndarray:
+    """Boolean mask of the examples kept."""
+    n = len(signals.ids)
+    n_remove = n_to_remove(n, cfg.fraction)
+    if n - n_remove < 1:
+        raise IfexpError(f"pruning.fraction={cfg.fraction} leaves no training data (|D| = {n})")
+    kept = np.ones(n, dtype=bool)
+    if n_remove:
+        scores = removal_scores(cfg, signals, seed)
+        if not np.isfinite(scores).all():
+            raise IfexpError(
+                f"pruning={cfg.strategy}: non-finite scores for {int((~np.isfinite(scores)).sum())} examples"
+            )
+        # stable sort of the negated scores: highest first, ties in dataset order
+        kept[np.argsort(-scores, kind="stable")[:n_remove]] = False
+    return kept
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # average ranks over ties
+        tied = scores == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def flaw_detection(kept: np.ndarray, scores: np.ndarray | None, flaw: list[str]) -> dict[str, float]:
+    """Precision and recall of the removed set at finding flawed examples (+ AUROC, per kind)."""
+    flawed = np.asarray([bool(f) for f in flaw])
+    if not flawed.any():
+        return {}
+    removed = ~np.asarray(kept, dtype=bool)
+    hits = int((removed & flawed).sum())
+    out = {
+        "flaw/precision": hits / removed.sum() if removed.any() else float("nan"),
+        "flaw/recall": hits / flawed.sum(),
+    }
+    if scores is not None:
+        out["flaw/auroc"] = auroc(scores, flawed)
+    for kind in sorted({f for f in flaw if f}):
+        of_kind = np.asarray([f == kind for f in flaw])
+        out[f"flaw/recall/{kind}"] = int((removed & of_kind).sum()) / int(of_kind.sum())
+        if scores is not None:
+            # this kind against the clean examples only
+            clean_or_kind = of_kind | ~flawed
+            out[f"flaw/auroc/{kind}"] = auroc(scores[clean_or_kind], of_kind[clean_or_kind])
+    return out

@@ -1,0 +1,126 @@
+"""Sweeps: every strategy on the tiny model through a real Hydra multirun, reused from the cache
+on a second invocation; the named sweeps compose job by job; Slurm / submitit launchers."""
+
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import EASY_TRAINING, REPO
+from test_cli import run_ifexp
+
+STRATEGIES = ("none", "random", "perplexity", "embedding", "low_benefit", "high_harm", "combined", "oracle")
+
+
+def manifests(cache):
+    return {path: path.stat().st_mtime_ns for path in sorted(cache.glob("*/*/manifest.json"))}
+
+
+def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path):
+    args = ["sweeps=tiny_all", *EASY_TRAINING, f"dataset.path={easy_cot}", f"paths.cache_dir={tmp_path}/cache"]
+    first = run_ifexp(*args, f"hydra.sweep.dir={tmp_path}/first", check=True)
+    assert "Launching 8 jobs" in first.stdout + first.stderr
+    jobs = {s: tmp_path / "first" / f"{s}-p{0.0 if s == 'none' else 0.25}-seed0" for s in STRATEGIES}
+    results = {}
+    for strategy, job in jobs.items():
+        metrics = json.loads((job / "metrics.json").read_text())
+        selection = json.loads((job / "selection.json").read_text())
+        assert metrics["strategy"] == selection["strategy"] == strategy
+        assert selection["n_removed"] == len(selection["removed"]) == (0 if strategy == "none" else 8)
+        assert metrics["n_train_kept"] == 32 - selection["n_removed"]
+        if strategy not in ("none", "random"):
+            assert metrics["delta_vs_random/gsm_symbolic"] == pytest.approx(
+                metrics["pass@1/gsm_symbolic"] - metrics["random_pass@1/gsm_symbolic"]
+            )
+        results[strategy] = {k: v for k, v in metrics.items() if "pass@1" in k or k.startswith("flaw/")}
+    for strategy in ("low_benefit", "high_harm", "combined"):
+        header = (jobs[strategy] / "scores.csv").read_text().splitlines()[0]
+        assert header == "example_id,s_correct,s_incorrect,rank_correct,rank_incorrect,rank_score,perplexity,kept,flaw"
+        assert (jobs[strategy] / "figures" / "scores_scatter.png").is_file()
+    metrics = json.loads((jobs["combined"] / "metrics.json").read_text())
+    assert metrics["queries/n_correct"] > 0 and metrics["queries/n_incorrect"] > 0
+    # the influence jobs share one theta*, one feature store and one score artifact
+    assert len({json.loads((jobs[s] / "metrics.json").read_text())["artifact/scores"] for s in STRATEGIES[4:7]}) == 1
+    # the oracle removes every labelled flaw (fewer than the 8 it removes)
+    assert json.loads((jobs["oracle"] / "metrics.json").read_text())["flaw/recall"] == 1.0
+
+    before = manifests(tmp_path / "cache")
+    second = run_ifexp(*args, f"hydra.sweep.dir={tmp_path}/second", check=True)
+    assert "computing" not in second.stdout + second.stderr
+    assert manifests(tmp_path / "cache") == before
+    for strategy in STRATEGIES:
+        job = tmp_path / "second" / jobs[strategy].name
+        again = json.loads((job / "metrics.json").read_text())
+        assert {k: v for k, v in again.items() if k in results[strategy]} == results[strategy]
+
+    report = subprocess.run(
+        [sys.executable, "-m", "ifexp.report", str(tmp_path / "first")], capture_output=True, text=True, check=True
+    )
+    text = (tmp_path / "first" / "report.md").read_text()
+    assert report.stdout.strip().endswith("report.md") and "Δ pass@1 vs Random" in text
+    assert all(f"| {s} |" in text for s in STRATEGIES)
+
+
+def expand_sweep(name: str) -> list[list[str]]:
+    """The overrides of every job of a named sweep (its hydra.sweeper.params, expanded)."""
+    params = yaml.safe_load((REPO / "sweeps" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    choices = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+    return [list(job) for job in itertools.product(*choices)]
+
+
+@pytest.mark.parametrize("sweep, n_jobs", [("paper", 72), ("transfer", 24), ("cpu_demo", 18)])
+def test_every_job_of_the_named_sweeps_composes(sweep, n_jobs):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ifexp.cli import CONF_DIR
+    from ifexp.schema import validate
+
+    jobs = expand_sweep(sweep)
+    assert len(jobs) == n_jobs
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for overrides in jobs:
+            job = OmegaConf.to_object(compose("config", overrides=[f"sweeps={sweep}", *overrides]))
+            validate(job)
+            if sweep != "cpu_demo":
+                assert job.dataset.name == "limo" and "math500" in job.eval.benchmarks
+            if sweep == "transfer":
+                assert job.scorer.name == "qwen25_math_7b_instruct" and job.model.name == "llama3_8b_instruct"
+    # and through the command line, one job as the launcher would run it
+    overrides = dict(o.split("=") for o in jobs[-1])
+    result = run_ifexp(f"sweeps={sweep}", *jobs[-1], "--cfg", "job", check=True)
+    assert f"strategy: {overrides['pruning']}\n  fraction: {overrides['pruning.fraction']}" in result.stdout
+
+
+def test_slurm_launcher_preset_composes():
+    result = run_ifexp(
+        "sweeps=paper",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=90",
+        "--cfg",
+        "hydra",
+        check=True,
+    )
+    assert "hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in result.stdout
+    for line in ("partition: gpu", "timeout_min: 90", "gpus_per_node: 1", "max_num_timeout: 3"):
+        assert line in result.stdout
+
+
+def test_two_jobs_through_submitit_local(easy_cot, tmp_path):
+    run_ifexp(
+        "-m",
+        "experiment=smoke",
+        *EASY_TRAINING,
+        f"dataset.path={easy_cot}",
+        "hydra/launcher=local",
+        "pruning=random,high_harm",
+        f"paths.cache_dir={tmp_path}/cache",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        check=True,
+    )
+    strategies = sorted(json.loads(p.read_text())["strategy"] for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert strategies == ["high_harm", "random"]
+    assert list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))
