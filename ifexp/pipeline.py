@@ -107,6 +107,7 @@ def eval_stage(
     benchmarks: dict[str, list[Problem]],
     sampling: dict[str, Any],
     system_prompt: str | None,
+    seed: int,
 ) -> dict[str, dict[str, Path]]:
     """Generate and grade every (model, benchmark) pair not in the cache yet, in one engine call."""
     keys: dict[tuple[str, str], dict[str, Any]] = {}
@@ -120,7 +121,7 @@ def eval_stage(
                 "system_prompt": system_prompt,
                 "sampling": sampling,
                 "engine": {"name": cfg.engine.name, "dtype": cfg.engine.dtype},
-                "seed": cfg.seed if sampling["temperature"] > 0 else 0,  # greedy output does not depend on it
+                "seed": seed if sampling["temperature"] > 0 else 0,  # greedy output does not depend on it
             }
     # one generation per distinct artifact (the Random job's pruned model is also its Random model)
     missing: dict[str, tuple[str, str]] = {}
@@ -136,7 +137,7 @@ def eval_stage(
             for bench, problems in benchmarks.items()
         }
         jobs = [
-            GenerationJob(digest, *models[model_name], prompts[bench], seed=cfg.seed, **sampling)
+            GenerationJob(digest, *models[model_name], prompts[bench], seed=seed, **sampling)
             for digest, (model_name, bench) in missing.items()
         ]
         samples = generate(cfg.engine, jobs)
@@ -218,14 +219,19 @@ def features_stage(
                 param.requires_grad_("lora_" in name)
         rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
         projector = make_projector(est, model)
-        features, losses = extract_features(
-            model,
-            rows,
-            projector,
-            lambda b: collate(b, tokenizer.pad_token_id),
-            est.batch_size,
-            desc=f"features [{split_key}]",
-        )
+        try:
+            features, losses = extract_features(
+                model,
+                rows,
+                projector,
+                lambda b: collate(b, tokenizer.pad_token_id),
+                est.batch_size,
+                desc=f"features [{split_key}]",
+            )
+        except FloatingPointError as error:  # NaN/Inf gradients: name the example, keep nothing
+            index = int(str(error).rsplit("#", 1)[1]) if "#" in str(error) else None
+            where = f" ({examples[index].id})" if index is not None else ""
+            raise IfexpError(f"features [{split_key}]: {error}{where}") from None
         write_store(out, [e.id for e in examples], features, est.store_dtype, projector)
         return {
             "n": len(examples),
@@ -351,7 +357,7 @@ def compute_signals(
             sampling = asdict(cfg.queries)
             scorer_model = {"theta_star": model_under_test(cfg, scorer_base, artifacts["sft_full"])}
             artifacts["queries"] = eval_stage(
-                cfg, cache_dir, scorer_model, {"val": val}, sampling, scorer_cfg.system_prompt
+                cfg, cache_dir, scorer_model, {"val": val}, sampling, scorer_cfg.system_prompt, cfg.scorer_seed
             )["theta_star"]["val"]
             queries, correct = query_examples(read_generations(artifacts["queries"]))
         n_correct, n_incorrect = int(correct.sum()), int((~correct).sum())
@@ -453,7 +459,7 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
         models["base"] = model_under_test(cfg, base, None)
     with timed(timings, "eval"):
         sampling = {k: getattr(cfg.eval, k) for k in ("n_samples", "temperature", "max_new_tokens")}
-        evals = eval_stage(cfg, cache_dir, models, benchmarks, sampling, cfg.model.system_prompt)
+        evals = eval_stage(cfg, cache_dir, models, benchmarks, sampling, cfg.model.system_prompt, cfg.seed)
 
     generations_dir = run_dir / "generations"
     generations_dir.mkdir(exist_ok=True)

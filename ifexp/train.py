@@ -162,26 +162,28 @@ def finetune(
     losses: list[float] = []
     step = 0
     progress = tqdm(total=total_steps, desc="fine-tune", disable=not accelerator.is_local_main_process)
-    while step < total_steps:
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                if not torch.isfinite(loss):
-                    raise IfexpError(f"non-finite training loss ({loss.item()}) at step {step}: lower train.lr")
-                accelerator.backward(loss)
+    try:  # the bar is closed on an error too, so the error starts its own line
+        while step < total_steps:
+            for batch in loader:
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    if not torch.isfinite(loss):
+                        raise IfexpError(f"non-finite training loss ({loss.item()}) at step {step}: lower train.lr")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(params, train_cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, train_cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            if accelerator.sync_gradients:
-                step += 1
-                losses.append(accelerator.gather(loss.detach()).mean().item())
-                progress.update(1)
-                progress.set_postfix(loss=f"{losses[-1]:.3f}")
-                if step >= total_steps:
-                    break
-    progress.close()
+                    step += 1
+                    losses.append(accelerator.gather(loss.detach()).mean().item())
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{losses[-1]:.3f}")
+                    if step >= total_steps:
+                        break
+    finally:
+        progress.close()
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

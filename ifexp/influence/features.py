@@ -35,7 +35,7 @@ def extract_features(
     model.eval()  # no dropout: the gradient is that of the deterministic loss
     features = np.empty((len(rows), projector.k), dtype=np.float32)
     losses = np.empty(len(rows), dtype=np.float32)
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc):
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
         batch = collate_fn(list(rows[start : start + batch_size]))
         batch_losses = forward_backward(model, recorder, batch)
         with torch.no_grad():

@@ -1,0 +1,74 @@
+"""Faults inside a job: disk full while writing features, NaN gradients, W&B unreachable."""
+
+import errno
+import logging
+from pathlib import Path
+
+import pytest
+
+from ifexp.pipeline import dataset_stage, features_stage, sft_stage
+from ifexp.schema import DatasetConfig, EstimatorConfig, IfexpError, JobConfig, LoggerConfig, TrainConfig
+
+
+@pytest.fixture
+def trained(tiny_model, tiny_model_cfg, tmp_path):
+    cfg = JobConfig(
+        model=tiny_model_cfg,
+        dataset=DatasetConfig(n_train=8, n_val=2, n_test=2),
+        train=TrainConfig(max_steps=1, batch_size=4),
+        estimator=EstimatorConfig(k=64, batch_size=4),
+    )
+    _, splits = dataset_stage(cfg, tmp_path)
+    return cfg, splits["train"], sft_stage(cfg, tmp_path, cfg.model, tiny_model, splits["train"], 0)
+
+
+def leftovers(cache: Path) -> list[Path]:
+    return list(cache.glob("features/.tmp-*")) + [p for p in cache.glob("features/*") if p.is_dir()]
+
+
+def test_disk_full_while_writing_features(trained, tiny_model, tmp_path, monkeypatch):
+    cfg, train, sft_dir = trained
+    import ifexp.influence.features as features_module
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(features_module.np.lib.format, "open_memmap", no_space)
+    with pytest.raises(IfexpError, match=r"disk full while writing the features artifact under .*: nothing was kept"):
+        features_stage(cfg, tmp_path, cfg.model, tiny_model, sft_dir, train, "train")
+    assert leftovers(tmp_path) == []
+
+
+def test_non_finite_gradients_name_the_example(trained, tiny_model, tmp_path, monkeypatch):
+    cfg, train, sft_dir = trained
+    import ifexp.influence.features as features_module
+
+    real = features_module.forward_backward
+
+    def poisoned(model, recorder, batch):
+        losses = real(model, recorder, batch)
+        for name in recorder.layers:  # the second example of the batch gets NaN output gradients
+            recorder.output_grads[name][1] = float("nan")
+        return losses
+
+    monkeypatch.setattr(features_module, "forward_backward", poisoned)
+    with pytest.raises(IfexpError, match=rf"non-finite gradient features for example #1 \({train[1].id}\)"):
+        features_stage(cfg, tmp_path, cfg.model, tiny_model, sft_dir, train, "train")
+    assert leftovers(tmp_path) == []
+
+
+def test_wandb_unreachable_online_falls_back_to_offline(tmp_path, monkeypatch, caplog):
+    from ifexp.tracking import Tracker
+
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "20")
+    with caplog.at_level(logging.WARNING):
+        tracker = Tracker(LoggerConfig(mode="online"), tmp_path, {"a": 1}, "job", None)
+    try:
+        assert tracker.run is not None and tracker.run.settings.mode == "offline"
+        tracker.summary({"pass@1/x": 0.5})
+    finally:
+        tracker.finish()
+    assert any("W&B online unreachable" in r.message and "logging offline instead" in r.message for r in caplog.records)
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
