@@ -94,6 +94,10 @@ def _job(cfg: DictConfig) -> float | None:
         with (run_dir / "run.log").open("a") as run_log:
             run_log.write(f"ERROR {error}\n")
         print(f"ifexp: error: {error}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # Hydra records the failure and runs the sweep's other jobs, then exits with the
+            # first failure (as one line, through _report_in_one_line).
+            raise
         sys.exit(1)
     except Exception as error:
         # OmegaConf errors (a missing mandatory value, say) are user errors too.

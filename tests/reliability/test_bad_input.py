@@ -131,3 +131,18 @@ def test_overlong_sequences_are_counted(tmp_path, easy_cot, overlong):
     assert counted > 0, result.stderr[-2000:]
     if overlong == "reject":
         assert metrics["n_train_kept"] == 32 - 8 - metrics["n_rejected"]
+
+
+def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
+    result = run_ifexp(
+        "-m",
+        *SMOKE,
+        "pruning=low_benefit,random",  # the first fails (Q_C is empty), the second still runs
+        f"paths.cache_dir={tmp_path}/cache",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("ifexp: error: pruning=low_benefit: Q_C is empty")
+    assert "Traceback" not in result.stderr
+    assert "ERROR pruning=low_benefit: Q_C is empty" in (tmp_path / "sweep" / "0" / "run.log").read_text()
+    assert (tmp_path / "sweep" / "1" / "metrics.json").is_file()
