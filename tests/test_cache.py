@@ -1,6 +1,4 @@
 import json
-import multiprocessing
-import time
 from pathlib import Path
 
 import pytest
@@ -32,29 +30,6 @@ def test_failed_build_leaves_nothing_visible(tmp_path):
     with pytest.raises(RuntimeError):
         cached_stage(tmp_path, "stage", {"a": 1}, build)
     assert not (tmp_path / "stage" / content_hash({"a": 1})).exists()
-
-
-def _slow_builder(cache_dir: str, log_path: str) -> None:
-    def build(out: Path):
-        with open(log_path, "a") as log:
-            log.write("built\n")
-        time.sleep(1.0)
-        (out / "done").write_text("ok")
-
-    cached_stage(cache_dir, "stage", {"shared": True}, build)
-
-
-def test_parallel_jobs_build_a_shared_artifact_once(tmp_path):
-    log_path = tmp_path / "builds.log"
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_slow_builder, args=(str(tmp_path), str(log_path))) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
-    assert log_path.read_text().count("built") == 1
-    assert (tmp_path / "stage" / content_hash({"shared": True}) / "done").read_text() == "ok"
 
 
 def test_hash_is_stable_and_order_free():
