@@ -130,6 +130,7 @@ def eval_stage(
         if digest not in missing and not (cache_dir / "eval" / digest / "manifest.json").is_file():
             missing[digest] = pair
     samples: dict[str, list] = {}
+    generation_s = 0.0
     if missing:
         tokenizer = load_tokenizer(next(iter(models.values()))[0])
         prompts = {
@@ -140,7 +141,9 @@ def eval_stage(
             GenerationJob(digest, *models[model_name], prompts[bench], seed=seed, **sampling)
             for digest, (model_name, bench) in missing.items()
         ]
+        started = time.time()
         samples = generate(cfg.engine, jobs)
+        generation_s = round((time.time() - started) / len(jobs), 2)  # one engine call shared by all jobs
 
     def writer(bench: str, digest: str):
         def build(out: Path) -> dict:
@@ -151,7 +154,7 @@ def eval_stage(
                     graded.append(correct)
                     record = {**asdict(problem), "responses": [s.text for s in problem_samples], "correct": correct}
                     handle.write(json.dumps(record) + "\n")
-            return {"pass@1": pass_at_1(graded), "n_problems": len(graded)}
+            return {"pass@1": pass_at_1(graded), "n_problems": len(graded), "generation_s": generation_s}
 
         return build
 
@@ -467,6 +470,7 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
         prefix = "" if model_name == "pruned" else f"{model_name}_"
         for bench, folder in per_bench.items():
             metrics[f"{prefix}pass@1/{bench}"] = read_manifest(folder)["pass@1"]
+            metrics[f"artifact/eval/{model_name}/{bench}"] = str(folder)
             (generations_dir / f"{model_name}_{bench}.jsonl").write_text((folder / "generations.jsonl").read_text())
     for bench in benchmarks:
         if "random" in models:

@@ -20,6 +20,9 @@ def test_sign_flip_test_is_exact():
 
 
 def test_report_from_a_sweep_directory(tmp_path):
+    shared = tmp_path / "cache" / "sft" / "abc"  # one artifact every job reused: counted once
+    shared.mkdir(parents=True)
+    (shared / "manifest.json").write_text(json.dumps({"stage": "sft", "seconds": 5.0}))
     for strategy, deltas in (("random", [0.0, 0.0, 0.0]), ("combined", [0.02, 0.04, -0.01])):
         for seed, delta in enumerate(deltas):
             job = tmp_path / f"{strategy}-{seed}"
@@ -37,6 +40,7 @@ def test_report_from_a_sweep_directory(tmp_path):
                 "flaw/precision": 0.5,
                 "flaw/recall": 0.5,
                 "time/eval_s": 10.0,
+                "artifact/sft_full": str(shared),
             }
             (job / "metrics.json").write_text(json.dumps(metrics))
     report = write_report(tmp_path).read_text()
@@ -44,4 +48,4 @@ def test_report_from_a_sweep_directory(tmp_path):
     assert "p=0.50, 2/1/3" in report
     assert (tmp_path / "delta_vs_random.png").stat().st_size > 0
     assert (tmp_path / "flaw_detection.png").stat().st_size > 0
-    assert "| eval | 60 | 10 |" in report
+    assert "| sft | 1 | 5 | 5 |" in report
