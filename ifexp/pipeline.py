@@ -123,10 +123,10 @@ def eval_stage(
                 "engine": {"name": cfg.engine.name, "dtype": cfg.engine.dtype},
                 "seed": seed if sampling["temperature"] > 0 else 0,  # greedy output does not depend on it
             }
+    digests = {pair: content_hash(key) for pair, key in keys.items()}
     # one generation per distinct artifact (the Random job's pruned model is also its Random model)
     missing: dict[str, tuple[str, str]] = {}
-    for pair, key in keys.items():
-        digest = content_hash(key)
+    for pair, digest in digests.items():
         if digest not in missing and not (cache_dir / "eval" / digest / "manifest.json").is_file():
             missing[digest] = pair
     samples: dict[str, list] = {}
@@ -160,9 +160,7 @@ def eval_stage(
 
     return {
         model_name: {
-            bench: cached_stage(
-                cache_dir, "eval", keys[model_name, bench], writer(bench, content_hash(keys[model_name, bench]))
-            )
+            bench: cached_stage(cache_dir, "eval", keys[model_name, bench], writer(bench, digests[model_name, bench]))
             for bench in benchmarks
         }
         for model_name in models
@@ -209,7 +207,7 @@ def features_stage(
 
     def build(out: Path) -> dict:
         from ifexp.influence.estimator import make_projector
-        from ifexp.influence.features import extract_features, write_store
+        from ifexp.influence.features import NonFiniteFeatures, extract_features, write_store
 
         tokenizer = load_tokenizer(base)
         encoded = encode_examples(tokenizer, examples, model_cfg, "truncate")
@@ -231,10 +229,8 @@ def features_stage(
                 est.batch_size,
                 desc=f"features [{split_key}]",
             )
-        except FloatingPointError as error:  # NaN/Inf gradients: name the example, keep nothing
-            index = int(str(error).rsplit("#", 1)[1]) if "#" in str(error) else None
-            where = f" ({examples[index].id})" if index is not None else ""
-            raise IfexpError(f"features [{split_key}]: {error}{where}") from None
+        except NonFiniteFeatures as error:  # NaN/Inf gradients: name the example, keep nothing
+            raise IfexpError(f"features [{split_key}]: {error} ({examples[error.index].id})") from None
         write_store(out, [e.id for e in examples], features, est.store_dtype, projector)
         return {
             "n": len(examples),
@@ -440,9 +436,9 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
     signals, artifacts = compute_signals(
         cfg, cache_dir, splits, base, needed_signals(pruning.strategy), timings, metrics
     )
-    kept = select(pruning, signals, cfg.seed)
-    write_selection(run_dir / "selection.json", pruning, cfg.seed, signals.ids, kept)
     ranking = removal_scores(pruning, signals, cfg.seed) if pruning.strategy != "none" else None
+    kept = select(pruning, signals, cfg.seed, ranking)
+    write_selection(run_dir / "selection.json", pruning, cfg.seed, signals.ids, kept)
     metrics.update(flaw_detection(kept, ranking, signals.flaw))
 
     # The trainee fine-tuned on what is kept, and on Random's pick of the same size and seed.

@@ -101,15 +101,16 @@ def n_to_remove(n: int, fraction: float) -> int:
     return math.floor(fraction * n)
 
 
-def select(cfg: PruningConfig, signals: Signals, seed: int) -> np.ndarray:
-    """Boolean mask of the examples kept."""
+def select(cfg: PruningConfig, signals: Signals, seed: int, scores: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of the examples kept; `scores`: removal_scores already computed by the caller."""
     n = len(signals.ids)
     n_remove = n_to_remove(n, cfg.fraction)
     if n - n_remove < 1:
         raise IfexpError(f"pruning.fraction={cfg.fraction} leaves no training data (|D| = {n})")
     kept = np.ones(n, dtype=bool)
     if n_remove:
-        scores = removal_scores(cfg, signals, seed)
+        if scores is None:
+            scores = removal_scores(cfg, signals, seed)
         if not np.isfinite(scores).all():
             raise IfexpError(
                 f"pruning={cfg.strategy}: non-finite scores for {int((~np.isfinite(scores)).sum())} examples"

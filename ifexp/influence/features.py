@@ -20,6 +20,14 @@ from ifexp.influence.capture import LayerRecorder, forward_backward, trainable_l
 from ifexp.influence.project import Projector
 
 
+class NonFiniteFeatures(FloatingPointError):
+    """NaN or Inf in an example's projected gradient; `index` is the example's position."""
+
+    def __init__(self, index: int):
+        super().__init__(f"non-finite gradient features for example #{index}")
+        self.index = index
+
+
 def extract_features(
     model: nn.Module,
     rows: Sequence[tuple[list[int], int]],
@@ -42,7 +50,7 @@ def extract_features(
             phi = projector(recorder)
         if not torch.isfinite(phi).all():
             bad = start + int((~torch.isfinite(phi).all(dim=1)).nonzero()[0, 0])
-            raise FloatingPointError(f"non-finite gradient features for example #{bad}")
+            raise NonFiniteFeatures(bad)
         features[start : start + len(batch_losses)] = phi.numpy()
         losses[start : start + len(batch_losses)] = batch_losses.numpy()
     recorder.clear()
