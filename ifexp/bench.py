@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -44,14 +45,60 @@ def _timed(fn):
     return time.perf_counter() - started, result
 
 
+def theta_star_proxy(base: str, model_cfg: ModelConfig, seed: int = 0):
+    """The base model with a LoRA adapter whose B is random (as after training: at B = 0 every
+    A-gradient is zero), so a benchmark needs no fine-tuning run."""
+    from ifexp.models import load_model
+    from ifexp.train import apply_lora
+
+    torch.manual_seed(seed)
+    model = apply_lora(load_model(base), model_cfg, TrainConfig())
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.01)
+    return model
+
+
+def benchmark_rows(base: str, model_cfg: ModelConfig, n: int, seed: int = 12345) -> list[tuple[list[int], int]]:
+    """(input_ids, n_prompt_tokens) of n gsm_symbolic examples (a few spare: over-long prompts drop)."""
+    from ifexp.data import gsm_symbolic_examples
+    from ifexp.models import load_tokenizer
+    from ifexp.train import encode_examples
+
+    encoded = encode_examples(
+        load_tokenizer(base), gsm_symbolic_examples(n + n // 4 + 10, seed=seed), model_cfg, "truncate"
+    )
+    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    if len(rows) < n:
+        raise SystemExit(f"ifexp-bench: error: only {len(rows)} examples fit --seq-len {model_cfg.max_seq_len}")
+    return rows[:n]
+
+
+def proxy_features(
+    base: str, model_cfg: ModelConfig, rows: list, est: EstimatorConfig, compute_dtype: str = "float32"
+) -> np.ndarray:
+    """Features of rows at theta_star_proxy (module level: ifexp.distributed runs it in workers)."""
+    from ifexp.influence.estimator import make_projector
+    from ifexp.influence.features import extract_features
+    from ifexp.models import load_tokenizer
+    from ifexp.train import collate
+
+    model = theta_star_proxy(base, model_cfg)
+    pad = load_tokenizer(base).pad_token_id
+    features, _ = extract_features(
+        model, rows, make_projector(est, model), lambda b: collate(b, pad), est.batch_size, compute_dtype=compute_dtype
+    )
+    return features
+
+
 def bench_features(args: argparse.Namespace) -> dict:
     from ifexp.data import gsm_symbolic_examples
     from ifexp.influence.capture import per_example_losses, trainable_linears
     from ifexp.influence.estimator import make_estimator_preconditioner, make_projector
     from ifexp.influence.features import extract_features
     from ifexp.influence.project import DenseProjector
-    from ifexp.models import load_model, load_tokenizer, prepare_model
-    from ifexp.train import apply_lora, collate, encode_examples
+    from ifexp.models import load_tokenizer, prepare_model
+    from ifexp.train import collate, encode_examples
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model_cfg = replace(load_group("model", args.model, ModelConfig), max_seq_len=args.seq_len)
@@ -65,12 +112,7 @@ def bench_features(args: argparse.Namespace) -> dict:
     pad = tokenizer.pad_token_id
     batches = [collate(rows[i : i + args.batch_size], pad) for i in range(0, len(rows), args.batch_size)]
 
-    torch.manual_seed(0)
-    model = apply_lora(load_model(base), model_cfg, TrainConfig())
-    # Influence is taken at theta* (after fine-tuning): LoRA B is non-zero there.
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.01)
+    model = theta_star_proxy(base, model_cfg)
     n = len(rows)
     result: dict = {
         "model": args.model,
@@ -161,6 +203,139 @@ def bench_features(args: argparse.Namespace) -> dict:
     return result
 
 
+def mean_spearman(exact: np.ndarray, approx: np.ndarray) -> float:
+    """Spearman correlation of two (N, Q) score matrices, column by column, averaged over queries."""
+    from scipy.stats import spearmanr
+
+    return float(np.mean([spearmanr(exact[:, j], approx[:, j])[0] for j in range(exact.shape[1])]))
+
+
+def _median_time(fn, repeats: int = 5) -> float:
+    return float(np.median([_timed(fn)[0] for _ in range(repeats)]))
+
+
+def bench_scores(args: argparse.Namespace) -> dict:
+    """Scoring cost and approximations: growth with N and Q, low-rank queries, 2 processes, bf16."""
+    from ifexp.distributed import run_sharded
+    from ifexp.influence.estimator import make_estimator_preconditioner, make_projector
+    from ifexp.influence.features import extract_features
+    from ifexp.influence.score import influence_matrix
+    from ifexp.models import load_tokenizer, prepare_model
+    from ifexp.train import collate
+
+    model_cfg = replace(load_group("model", args.model, ModelConfig), max_seq_len=args.seq_len)
+    est = load_group("estimator", args.estimator, EstimatorConfig)
+    base = prepare_model(model_cfg, args.cache_dir)
+    rows = benchmark_rows(base, model_cfg, args.n_train + args.n_queries)
+    train_rows, query_rows = rows[: args.n_train], rows[args.n_train :]
+    model = theta_star_proxy(base, model_cfg)
+    pad = load_tokenizer(base).pad_token_id
+    projector = make_projector(est, model)
+
+    def features_of(part, compute_dtype="float32"):
+        return extract_features(
+            model,
+            part,
+            projector,
+            lambda b: collate(b, pad),
+            est.batch_size,
+            desc="features",
+            compute_dtype=compute_dtype,
+        )[0]
+
+    def growing(part_rows) -> tuple[np.ndarray, dict[int, float]]:
+        """Features of all rows, timed at 1/4, 1/2 and all of them (extraction streams over rows)."""
+        sizes = [len(part_rows) // 4, len(part_rows) // 2, len(part_rows)]
+        chunks, seconds, elapsed, done = [], {}, 0.0, 0
+        for size in sizes:
+            took, chunk = _timed(lambda: features_of(part_rows[done:size]))  # noqa: B023
+            elapsed, done = elapsed + took, size
+            chunks.append(chunk)
+            seconds[size] = round(elapsed, 2)
+        return np.concatenate(chunks), seconds
+
+    features_of(train_rows[:2])  # warm-up
+    train_features, train_seconds = growing(train_rows)
+    query_features, query_seconds = growing(query_rows)
+
+    def score(n: int, q: int, rank: int = 0) -> np.ndarray:
+        preconditioner = make_estimator_preconditioner(est).fit(torch.from_numpy(train_features[:n]))
+        return influence_matrix(train_features[:n], query_features[:q], preconditioner, query_rank=rank)
+
+    n_sizes, q_sizes = list(train_seconds), list(query_seconds)
+    result: dict = {
+        "model": args.model,
+        "estimator": args.estimator,
+        "k": projector.k,
+        "n_train": args.n_train,
+        "n_queries": args.n_queries,
+        "seq_len": args.seq_len,
+        "threads": torch.get_num_threads(),
+        "queries_are": "held-out gsm_symbolic reference traces (no generation step), at a theta* proxy",
+        "cost_growth": {
+            "features_s_by_n_train": train_seconds,
+            "features_s_by_n_queries": query_seconds,
+            "scoring_s_by_n_train": {n: round(_median_time(lambda: score(n, args.n_queries)), 4) for n in n_sizes},  # noqa: B023
+            "scoring_s_by_n_queries": {q: round(_median_time(lambda: score(args.n_train, q)), 4) for q in q_sizes},  # noqa: B023
+        },
+    }
+
+    # Low-rank query batching: the same fitted preconditioner, exact vs rank-r queries.
+    preconditioner = make_estimator_preconditioner(est).fit(torch.from_numpy(train_features))
+    exact = influence_matrix(train_features, query_features, preconditioner)
+    exact_s = _median_time(lambda: influence_matrix(train_features, query_features, preconditioner))
+    curve = {}
+    for rank in sorted({*args.ranks, args.rank}):
+        approx = influence_matrix(train_features, query_features, preconditioner, query_rank=rank)
+        took = _median_time(lambda: influence_matrix(train_features, query_features, preconditioner, query_rank=rank))  # noqa: B023
+        curve[rank] = {"rank_corr": round(mean_spearman(exact, approx), 4), "speedup": round(exact_s / took, 3)}
+    singular = np.linalg.svd(preconditioner.query_side(torch.from_numpy(query_features)).numpy(), compute_uv=False)
+    energy = np.cumsum(singular**2) / np.sum(singular**2)
+    result.update(
+        lowrank_rank=args.rank,
+        lowrank_rank_corr=curve[args.rank]["rank_corr"],
+        lowrank_speedup=curve[args.rank]["speedup"],
+        lowrank_curve=curve,
+        lowrank_timing="influence_matrix with the preconditioner already fitted (query solve + SVD + train pass)",
+        query_energy_at_rank={r: round(float(energy[min(r, len(energy)) - 1]), 4) for r in curve},
+    )
+
+    # Two processes (gloo workers) vs this process, on the same rows.
+    two_rows = train_rows[: args.two_process_n]
+    kwargs = dict(base=base, model_cfg=model_cfg, rows=two_rows, est=est)
+    took, two_process = _timed(lambda: run_sharded(proxy_features, kwargs, 2))
+    one_process = train_features[: len(two_rows)]
+    result.update(
+        two_process_n=len(two_rows),
+        two_process_s=round(took, 2),
+        two_process_max_abs_diff=float(np.abs(two_process - one_process).max()),
+        two_process_max_abs_feature=float(np.abs(one_process).max()),
+    )
+
+    # bf16 autocast vs fp32 on a subset: speed and agreement of features and scores.
+    sub_train, sub_query = train_rows[: args.bf16_n_train], query_rows[: args.bf16_n_queries]
+    timings, subsets = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        features_of(sub_train[:2], dtype)  # warm-up (bf16 kernels)
+        timings[dtype], train_part = _timed(lambda: features_of(sub_train, dtype))  # noqa: B023
+        subsets[dtype] = (train_part, features_of(sub_query, dtype))
+    fitted = {d: make_estimator_preconditioner(est).fit(torch.from_numpy(subsets[d][0])) for d in subsets}
+    scores = {d: influence_matrix(*subsets[d], fitted[d]) for d in subsets}
+    cosine = torch.nn.functional.cosine_similarity(
+        torch.from_numpy(subsets["float32"][0]), torch.from_numpy(subsets["bfloat16"][0]), dim=1
+    )
+    result.update(
+        bf16_n_train=len(sub_train),
+        bf16_n_queries=len(sub_query),
+        bf16_features_speedup=round(timings["float32"] / timings["bfloat16"], 3),
+        bf16_feature_cosine_min=round(float(cosine.min()), 4),
+        bf16_feature_cosine_mean=round(float(cosine.mean()), 4),
+        bf16_score_rank_corr=round(mean_spearman(scores["float32"], scores["bfloat16"]), 4),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ifexp-bench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -174,8 +349,21 @@ def main(argv: list[str] | None = None) -> None:
     features.add_argument("--less-examples", type=int, default=8, help="the baseline is slow: time it on fewer")
     features.add_argument("--cache-dir", default="outputs/cache")
     features.add_argument("--out", required=True)
+    scores = commands.add_parser("scores", help="scoring cost growth, low-rank queries, 2 processes, bf16")
+    scores.add_argument("--model", default="smollm2_135m")
+    scores.add_argument("--estimator", default="proj_fisher")
+    scores.add_argument("--seq-len", type=int, default=256)
+    scores.add_argument("--n-train", type=int, default=256)
+    scores.add_argument("--n-queries", type=int, default=64)
+    scores.add_argument("--rank", type=int, default=8, help="the low-rank setting reported as lowrank_*")
+    scores.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 16, 32, 48])
+    scores.add_argument("--two-process-n", type=int, default=32)
+    scores.add_argument("--bf16-n-train", type=int, default=32)
+    scores.add_argument("--bf16-n-queries", type=int, default=16)
+    scores.add_argument("--cache-dir", default="outputs/cache")
+    scores.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    result = bench_features(args)
+    result = {"features": bench_features, "scores": bench_scores}[args.command](args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     json.dump(result, sys.stdout, indent=2)

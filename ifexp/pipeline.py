@@ -24,11 +24,12 @@ import numpy as np
 
 from ifexp.cache import cached_stage, content_hash, file_hash, read_manifest
 from ifexp.data import Example, build_splits, read_jsonl, write_jsonl
+from ifexp.distributed import run_sharded
 from ifexp.evaluate.benchmarks import Problem, load_benchmark
 from ifexp.evaluate.engines import GenerationJob, generate
 from ifexp.evaluate.grading import is_correct, pass_at_1
 from ifexp.models import load_model, load_tokenizer, prepare_model, prompt_ids
-from ifexp.schema import IfexpError, JobConfig, ModelConfig, PruningConfig, validate
+from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, ModelConfig, PruningConfig, validate
 from ifexp.selection import Signals, flaw_detection, needed_signals, removal_scores, select
 from ifexp.train import collate, encode_examples, finetune
 
@@ -88,7 +89,13 @@ def sft_stage(
         "lora_targets": list(model_cfg.lora_targets),
         "seed": seed,
     }
-    return cached_stage(cache_dir, "sft", key, lambda out: finetune(base, train, model_cfg, cfg.train, seed, out))
+    kwargs = dict(base_path=base, examples=train, model_cfg=model_cfg, train_cfg=cfg.train, seed=seed)
+    return cached_stage(
+        cache_dir,
+        "sft",
+        key,
+        lambda out: run_sharded(finetune, {**kwargs, "out_dir": out}, cfg.compute.num_processes, cfg.compute.launcher),
+    )
 
 
 def model_under_test(cfg: JobConfig, base: str, sft_dir: Path | None) -> tuple[str, str | None]:
@@ -200,46 +207,66 @@ def features_stage(
         "sft": sft_dir.name,
         "examples": examples_hash(examples),
         "split": split_key,
-        "projection": {k: getattr(est, k) for k in ("projection", "k", "k_in", "k_out", "seed", "store_dtype")},
+        "projection": {
+            k: getattr(est, k) for k in ("projection", "k", "k_in", "k_out", "seed", "store_dtype", "compute_dtype")
+        },
         "max_seq_len": model_cfg.max_seq_len,
         "system_prompt": model_cfg.system_prompt,
     }
 
-    def build(out: Path) -> dict:
-        from ifexp.influence.estimator import make_projector
-        from ifexp.influence.features import NonFiniteFeatures, extract_features, write_store
+    model_path, adapter = model_under_test(cfg, base, sft_dir)
+    kwargs = dict(
+        est=est, model_cfg=model_cfg, model_path=model_path, adapter=adapter, examples=examples, split_key=split_key
+    )
+    return cached_stage(
+        cache_dir,
+        "features",
+        key,
+        lambda out: run_sharded(
+            extract_feature_store, {**kwargs, "out": out}, cfg.compute.num_processes, cfg.compute.launcher
+        ),
+    )
 
-        tokenizer = load_tokenizer(base)
-        encoded = encode_examples(tokenizer, examples, model_cfg, "truncate")
-        if encoded.n_rejected:
-            raise IfexpError(f"features: {encoded.n_rejected} examples have prompts longer than model.max_seq_len")
-        model_path, adapter = model_under_test(cfg, base, sft_dir)
-        model = load_model(model_path, adapter=adapter)
-        if adapter:
-            for name, param in model.named_parameters():
-                param.requires_grad_("lora_" in name)
-        rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
-        projector = make_projector(est, model)
-        try:
-            features, losses = extract_features(
-                model,
-                rows,
-                projector,
-                lambda b: collate(b, tokenizer.pad_token_id),
-                est.batch_size,
-                desc=f"features [{split_key}]",
-            )
-        except NonFiniteFeatures as error:  # NaN/Inf gradients: name the example, keep nothing
-            raise IfexpError(f"features [{split_key}]: {error} ({examples[error.index].id})") from None
+
+def extract_feature_store(
+    est: EstimatorConfig,
+    model_cfg: ModelConfig,
+    model_path: str,
+    adapter: str | None,
+    examples: list[Example],
+    split_key: str,
+    out: Path,
+) -> dict:
+    """The features stage's work; in a multi-process run every process extracts a shard, rank 0 writes."""
+    from ifexp.distributed import rank_and_world
+    from ifexp.influence.estimator import make_projector
+    from ifexp.influence.features import NonFiniteFeatures, extract_features, write_store
+
+    tokenizer = load_tokenizer(model_path)
+    encoded = encode_examples(tokenizer, examples, model_cfg, "truncate")
+    if encoded.n_rejected:
+        raise IfexpError(f"features: {encoded.n_rejected} examples have prompts longer than model.max_seq_len")
+    model = load_model(model_path, adapter=adapter)
+    if adapter:
+        for name, param in model.named_parameters():
+            param.requires_grad_("lora_" in name)
+    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    projector = make_projector(est, model)
+    try:
+        features, losses = extract_features(
+            model,
+            rows,
+            projector,
+            lambda b: collate(b, tokenizer.pad_token_id),
+            est.batch_size,
+            desc=f"features [{split_key}]",
+            compute_dtype=est.compute_dtype,
+        )
+    except NonFiniteFeatures as error:  # NaN/Inf gradients: name the example, keep nothing
+        raise IfexpError(f"features [{split_key}]: {error} ({examples[error.index].id})") from None
+    if rank_and_world()[0] == 0:
         write_store(out, [e.id for e in examples], features, est.store_dtype, projector)
-        return {
-            "n": len(examples),
-            "k": projector.k,
-            "n_truncated": encoded.n_truncated,
-            "mean_loss": float(losses.mean()),
-        }
-
-    return cached_stage(cache_dir, "features", key, build)
+    return {"n": len(examples), "k": projector.k, "n_truncated": encoded.n_truncated, "mean_loss": float(losses.mean())}
 
 
 def scores_stage(cfg: JobConfig, cache_dir: Path, train_store: Path, query_store: Path, correct: np.ndarray) -> Path:
@@ -251,6 +278,7 @@ def scores_stage(cfg: JobConfig, cache_dir: Path, train_store: Path, query_store
         "correct": content_hash(correct.astype(int).tolist()),
         "preconditioner": est.preconditioner,
         "damping": est.damping,
+        "query_rank": est.query_rank,
     }
 
     def build(out: Path) -> dict:
@@ -264,7 +292,7 @@ def scores_stage(cfg: JobConfig, cache_dir: Path, train_store: Path, query_store
         _, query_features = read_store(query_store)
         preconditioner = make_estimator_preconditioner(est, read_kfac_factors(train_store))
         preconditioner.fit(torch.tensor(np.asarray(train_features), dtype=torch.float32))
-        influence = influence_matrix(train_features, query_features, preconditioner)
+        influence = influence_matrix(train_features, query_features, preconditioner, query_rank=est.query_rank)
         np.save(out / "influence.npy", influence)
         np.savez(out / "scores.npz", correct=correct, **influence_scores(influence, correct))
         return {"n_train": influence.shape[0], "n_correct": int(correct.sum()), "n_incorrect": int((~correct).sum())}

@@ -117,6 +117,10 @@ class EstimatorConfig:
     damping: float = 0.1
     batch_size: int = 8
     store_dtype: str = "float32"
+    # float32 | bfloat16 (autocast forward during gradient capture)
+    compute_dtype: str = "float32"
+    # 0: exact scores; r > 0: the preconditioned query features compressed to rank r by SVD
+    query_rank: int = 0
     seed: int = 0
 
 
@@ -157,6 +161,15 @@ class LoggerConfig:
 
 
 @dataclass
+class ComputeConfig:
+    """Processes per job for fine-tuning and feature extraction (DDP; ifexp.distributed)."""
+
+    num_processes: int = 1
+    # torchrun (on this node) | srun (inside a Slurm allocation: srun starts the workers)
+    launcher: str = "torchrun"
+
+
+@dataclass
 class PathsConfig:
     cache_dir: str = "outputs/cache"
 
@@ -171,6 +184,7 @@ class JobConfig:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     queries: QueryConfig = field(default_factory=QueryConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     # The scorer model (theta* and its gradients); None scores with the trainee model itself.
@@ -198,7 +212,9 @@ CHOICES = {
     "estimator.projection": ("sjlt", "gaussian", "rademacher", "kronecker", "none"),
     "estimator.preconditioner": ("grad_dot", "grad_cos", "proj_fisher", "kfac"),
     "estimator.store_dtype": ("float32", "float16"),
+    "estimator.compute_dtype": ("float32", "bfloat16"),
     "logger.mode": ("offline", "online"),
+    "compute.launcher": ("torchrun", "srun"),
     "pruning.strategy": (
         "none",
         "random",
@@ -230,6 +246,8 @@ def validate(cfg: JobConfig) -> None:
         raise IfexpError(f"pruning=none removes nothing: pruning.fraction={cfg.pruning.fraction} must be 0")
     if not 0.0 <= cfg.pruning.alpha <= 1.0:
         raise IfexpError(f"pruning.alpha={cfg.pruning.alpha}: must be in [0, 1]")
+    if cfg.estimator.query_rank < 0:
+        raise IfexpError(f"estimator.query_rank={cfg.estimator.query_rank}: must be >= 0 (0 = exact)")
     if cfg.estimator.preconditioner == "kfac" and cfg.estimator.projection != "kronecker":
         raise IfexpError("estimator.preconditioner=kfac needs estimator.projection=kronecker")
     if cfg.dataset.source == "jsonl" and not cfg.dataset.path:
@@ -241,6 +259,7 @@ def validate(cfg: JobConfig) -> None:
         "model.max_seq_len",
         "queries.n_samples",
         "queries.max_new_tokens",
+        "compute.num_processes",
     ):
         group, name = key.split(".")
         if getattr(getattr(cfg, group), name) < 1:

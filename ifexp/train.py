@@ -94,6 +94,18 @@ class LengthGroupedBatches:
             yield batches[i]
 
 
+def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of next-token cross-entropies over response tokens, number of those tokens)."""
+    shifted = labels[:, 1:]
+    loss_sum = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        shifted.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return loss_sum, (shifted != IGNORE_INDEX).sum()
+
+
 def apply_lora(model, model_cfg: ModelConfig, train_cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
@@ -117,13 +129,22 @@ def finetune(
 ) -> dict:
     """Fine-tune base_path on the examples; save the LoRA adapter (or full weights) into out_dir."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
 
     if train_cfg.method not in ("lora", "full"):
         raise IfexpError(f"train.method='{train_cfg.method}': expected lora or full")
+    # split_batches: each of P processes takes 1/P of every batch, so P processes take the same
+    # optimizer steps on the same batches as one process does.
     accelerator = Accelerator(
-        gradient_accumulation_steps=train_cfg.grad_accum, mixed_precision=train_cfg.mixed_precision
+        gradient_accumulation_steps=train_cfg.grad_accum,
+        mixed_precision=train_cfg.mixed_precision,
+        cpu=not torch.cuda.is_available(),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
+    if train_cfg.batch_size % accelerator.num_processes:
+        raise IfexpError(
+            f"train.batch_size={train_cfg.batch_size} must be a multiple of the {accelerator.num_processes} processes"
+        )
     # Same seed in every process before the adapter is created: all ranks start from the same A.
     set_seed(seed)
     tokenizer = load_tokenizer(base_path)
@@ -166,7 +187,11 @@ def finetune(
         while step < total_steps:
             for batch in loader:
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    loss_sum, n_tokens = response_loss_sum(logits, batch["labels"])
+                    # mean over the whole batch's response tokens (all processes'); DDP averages
+                    # the processes' gradients, hence the factor
+                    loss = loss_sum * accelerator.num_processes / accelerator.reduce(n_tokens, "sum")
                     if not torch.isfinite(loss):
                         raise IfexpError(f"non-finite training loss ({loss.item()}) at step {step}: lower train.lr")
                     accelerator.backward(loss)

@@ -124,3 +124,16 @@ def test_kfac_equals_explicit_kronecker_factored_inverse(lora_model_and_batch):
     expected = torch.cat(expected, dim=1)
     # the preconditioner returns float32: compare at float32 precision relative to the scale
     torch.testing.assert_close(got.double(), expected, rtol=1e-3, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_bfloat16_autocast_gradients_agree_with_float32(lora_model_and_batch):
+    model, rows, pad_id = lora_model_and_batch
+    recorder = LayerRecorder(trainable_linears(model))
+    flat = {}
+    for dtype in ("float32", "bfloat16"):
+        losses = forward_backward(model, recorder, collate(rows, pad_id), compute_dtype=dtype)
+        assert losses.dtype == torch.float32
+        flat[dtype] = torch.cat([g.flatten(1) for g in per_example_gradients(recorder).values()], dim=1)
+    assert any(g.dtype == torch.bfloat16 for g in recorder.output_grads.values())  # autocast really ran
+    cosine = torch.nn.functional.cosine_similarity(flat["float32"], flat["bfloat16"], dim=1)
+    assert (cosine > 0.98).all(), cosine

@@ -120,3 +120,24 @@ def test_scores_csv_follows_the_contract(tmp_path):
     assert [r["kept"] for r in rows] == ["1", "0", "1"] and rows[1]["flaw"] == "truncated"
     write_scores_csv(tmp_path / "nan.csv", ["a", "b", "c"], influence_scores(influence, np.array([True, True])))
     assert (tmp_path / "nan.csv").read_text().splitlines()[1].split(",")[2] == ""  # no Q_I: empty, not 'nan'
+
+
+def test_lowrank_queries_are_the_best_rank_r_approximation():
+    rng = np.random.default_rng(1)
+    # queries near a rank-3 subspace, plus a little noise
+    queries = (rng.normal(size=(20, 3)) @ rng.normal(size=(3, 30)) + 0.01 * rng.normal(size=(20, 30))).astype(
+        np.float32
+    )
+    train = rng.normal(size=(40, 30)).astype(np.float32)
+    grad_dot = make_preconditioner("grad_dot")
+    exact = influence_matrix(train, queries, grad_dot)
+    np.testing.assert_allclose(influence_matrix(train, queries, grad_dot, query_rank=20), exact, rtol=1e-5)
+    rank_3 = influence_matrix(train, queries, grad_dot, query_rank=3, chunk=16)
+    assert np.abs(rank_3 - exact).max() < 0.02 * np.abs(exact).max()
+    rank_1 = influence_matrix(train, queries, grad_dot, query_rank=1)
+    # Eckart-Young: the rank-1 residual is the energy beyond the first singular value
+    singular = np.linalg.svd(queries, compute_uv=False)
+    residual = np.linalg.norm(queries - queries @ np.linalg.pinv(queries) @ queries)
+    assert residual < 1e-3
+    assert np.linalg.norm(rank_1 - exact) > np.linalg.norm(rank_3 - exact)
+    assert singular[3] < 0.1 * singular[2]

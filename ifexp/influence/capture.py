@@ -81,11 +81,19 @@ class LayerRecorder:
         self.output_grads.clear()
 
 
-def forward_backward(model: nn.Module, recorder: LayerRecorder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Run one batch; afterwards recorder holds inputs and output gradients. Returns (B,) losses."""
+def forward_backward(
+    model: nn.Module, recorder: LayerRecorder, batch: dict[str, torch.Tensor], compute_dtype: str = "float32"
+) -> torch.Tensor:
+    """Run one batch; afterwards recorder holds inputs and output gradients. Returns (B,) losses.
+
+    compute_dtype bfloat16 runs the forward under autocast (CPU with AVX512-BF16, or GPU); the
+    losses and the projections stay float32.
+    """
     recorder.clear()
     recorder.token_mask = batch["attention_mask"]
-    with recorder.watching():
+    device = next(model.parameters()).device.type
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=compute_dtype == "bfloat16")
+    with recorder.watching(), autocast:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         losses = per_example_losses(logits, batch["labels"])
         # Gradients of the sum: each example's output gradients are those of its own loss.

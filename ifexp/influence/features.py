@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ifexp.distributed import gather_rows, shard, sum_across
 from ifexp.influence.capture import LayerRecorder, forward_backward, trainable_linears
 from ifexp.influence.project import Projector
 
@@ -35,8 +36,15 @@ def extract_features(
     collate_fn,
     batch_size: int = 8,
     desc: str = "features",
+    compute_dtype: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, k) float32, losses (N,)) for (input_ids, n_prompt_tokens) rows, in order."""
+    """(features (N, k) float32, losses (N,)) for (input_ids, n_prompt_tokens) rows, in order.
+
+    In a multi-process run (ifexp.distributed) each process takes a contiguous shard of whole
+    batches and every process returns all N rows; K-FAC statistics are summed over shards.
+    """
+    start_row, stop_row = shard(len(rows), batch_size)
+    offset, rows = start_row, rows[start_row:stop_row]
     recorder = LayerRecorder(trainable_linears(model))
     if not recorder.layers:
         raise ValueError("the model has no trainable Linear layers to take gradients of")
@@ -45,16 +53,19 @@ def extract_features(
     losses = np.empty(len(rows), dtype=np.float32)
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
         batch = collate_fn(list(rows[start : start + batch_size]))
-        batch_losses = forward_backward(model, recorder, batch)
+        batch_losses = forward_backward(model, recorder, batch, compute_dtype)
         with torch.no_grad():
             phi = projector(recorder)
         if not torch.isfinite(phi).all():
             bad = start + int((~torch.isfinite(phi).all(dim=1)).nonzero()[0, 0])
-            raise NonFiniteFeatures(bad)
+            raise NonFiniteFeatures(offset + bad)
         features[start : start + len(batch_losses)] = phi.numpy()
         losses[start : start + len(batch_losses)] = batch_losses.numpy()
     recorder.clear()
-    return features, losses
+    if getattr(projector, "input_cov", None):
+        sum_across(projector.input_cov)
+        sum_across(projector.grad_cov)
+    return gather_rows(features), gather_rows(losses)
 
 
 def write_store(

@@ -17,18 +17,37 @@ import torch
 from ifexp.influence.precondition import Preconditioner
 
 
+def lowrank_queries(queries: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(basis (k, r), coefficients (r, Q)): the best rank-r approximation (SVD) of (Q, k) queries.
+
+    Scoring a training block B against it costs N k r + N r Q instead of N k Q.
+    """
+    left, singular, right = torch.linalg.svd(queries.T, full_matrices=False)
+    return left[:, :rank], singular[:rank, None] * right[:rank]
+
+
 def influence_matrix(
     train_features: np.ndarray | torch.Tensor,
     query_features: np.ndarray | torch.Tensor,
     preconditioner: Preconditioner,
     chunk: int = 8192,
+    query_rank: int = 0,
 ) -> np.ndarray:
-    """(N_train, N_query) I(d, q), computed chunk by chunk over the training rows."""
+    """(N_train, N_query) I(d, q), computed chunk by chunk over the training rows.
+
+    query_rank r > 0 (and < Q) scores against the rank-r SVD of the preconditioned queries
+    (low-rank query batching, as Kronfluence does per module) instead of the exact queries.
+    """
     queries = preconditioner.query_side(torch.as_tensor(np.asarray(query_features), dtype=torch.float32))
+    lowrank = lowrank_queries(queries, query_rank) if 0 < query_rank < min(queries.shape) else None
     out = np.empty((len(train_features), queries.shape[0]), dtype=np.float32)
     for start in range(0, len(train_features), chunk):
-        block = torch.as_tensor(np.asarray(train_features[start : start + chunk]), dtype=torch.float32)
-        out[start : start + chunk] = (preconditioner.train_side(block) @ queries.T).numpy()
+        block = preconditioner.train_side(
+            torch.as_tensor(np.asarray(train_features[start : start + chunk]), dtype=torch.float32)
+        )
+        out[start : start + chunk] = (
+            block @ queries.T if lowrank is None else (block @ lowrank[0]) @ lowrank[1]
+        ).numpy()
     return out
 
 

@@ -1,0 +1,146 @@
+"""Running a stage's work across processes (DDP): fine-tuning and feature extraction.
+
+A job stays one process (Hydra, the cache, vLLM); a stage that shards its work calls
+`run_sharded(function, kwargs, num_processes)`, which pickles the call, starts
+`num_processes` workers of `python -m ifexp.distributed SPEC` and returns rank 0's result:
+
+- launcher `torchrun` (default): `torch.distributed.run --standalone` on this node, one worker
+  per GPU (or per CPU process, gloo);
+- launcher `srun`: inside a Slurm allocation, `srun --ntasks N` starts the workers and each
+  maps SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID to the torch.distributed variables, so no
+  torchrun runs inside a submitit task.
+
+Inside a worker, Accelerate (fine-tuning) or `shard` / `gather_rows` (features) use the process
+group; with one process every helper here is a no-op, so the same code runs unsharded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ifexp.schema import IfexpError
+
+LAUNCHERS = ("torchrun", "srun")
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(n_rows: int, batch_size: int) -> tuple[int, int]:
+    """This process's contiguous [start, stop) of n_rows, cut on batch boundaries.
+
+    Whole batches keep each example in the batch it has with one process, so padding (and
+    thus the float arithmetic) matches the unsharded run.
+    """
+    rank, world = rank_and_world()
+    n_batches = -(-n_rows // batch_size)
+    per_rank = -(-n_batches // world)
+    start = min(n_rows, rank * per_rank * batch_size)
+    return start, min(n_rows, start + per_rank * batch_size)
+
+
+def gather_rows(local: np.ndarray) -> np.ndarray:
+    """Every process's rows of a (n_local, ...) array, concatenated in rank order."""
+    _, world = rank_and_world()
+    if world == 1:
+        return local
+    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(local)]))
+    width = int(max(s.item() for s in sizes))
+    padded = torch.zeros((width, *local.shape[1:]), dtype=torch.from_numpy(local).dtype)
+    padded[: len(local)] = torch.from_numpy(local)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(size.item())] for part, size in zip(parts, sizes, strict=True)]).numpy()
+
+
+def sum_across(tensors: dict[str, torch.Tensor]) -> None:
+    """In-place sum over processes (K-FAC statistics gathered from each shard)."""
+    if rank_and_world()[1] > 1:
+        for value in tensors.values():
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+
+
+def run_sharded(function, kwargs: dict[str, Any], num_processes: int, launcher: str = "torchrun") -> Any:
+    """function(**kwargs) in num_processes workers; rank 0's return value. One process: a plain call."""
+    if num_processes <= 1:
+        return function(**kwargs)
+    if launcher not in LAUNCHERS:
+        raise IfexpError(f"compute.launcher='{launcher}': expected one of {', '.join(LAUNCHERS)}")
+    work = Path(tempfile.mkdtemp(prefix="ifexp-dist-"))
+    try:
+        spec = work / "spec.pkl"
+        spec.write_bytes(pickle.dumps((function.__module__, function.__qualname__, kwargs)))
+        worker = [sys.executable, "-m", "ifexp.distributed", str(spec), str(work / "result.pkl")]
+        if launcher == "torchrun":
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={num_processes}",
+            ]
+            command += worker[1:]
+        else:
+            if not shutil.which("srun"):
+                raise IfexpError("compute.launcher=srun: srun is not on PATH (run inside a Slurm allocation)")
+            command = ["srun", f"--ntasks={num_processes}", "--kill-on-bad-exit=1", *worker]
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // num_processes))}
+        completed = subprocess.run(command, env=env)
+        if completed.returncode != 0:
+            raise IfexpError(
+                f"{function.__name__} failed in a {num_processes}-process run (exit {completed.returncode})"
+            )
+        return pickle.loads((work / "result.pkl").read_bytes())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _env_from_slurm() -> None:
+    """torch.distributed's variables from srun's, where torchrun has not set them."""
+    if "RANK" in os.environ or "SLURM_PROCID" not in os.environ:
+        return
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    if "MASTER_ADDR" not in os.environ:
+        nodes = subprocess.run(
+            ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True, text=True
+        )
+        os.environ["MASTER_ADDR"] = nodes.stdout.split()[0]
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+def main(spec_path: str, result_path: str) -> None:
+    _env_from_slurm()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    try:
+        module, name, kwargs = pickle.loads(Path(spec_path).read_bytes())
+        result = getattr(importlib.import_module(module), name)(**kwargs)
+        if dist.get_rank() == 0:
+            Path(result_path).write_bytes(pickle.dumps(result))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
