@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -56,7 +57,16 @@ def theta_star_proxy(base: str, model_cfg: ModelConfig, seed: int = 0):
     for name, param in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.01)
-    return model
+    return model.to(device())
+
+
+def device() -> str:
+    """The GPU where there is one (scripts/gpu_check.sh), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def on_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.to(device()) for name, tensor in batch.items()}
 
 
 def benchmark_rows(base: str, model_cfg: ModelConfig, n: int, seed: int = 12345) -> list[tuple[list[int], int]]:
@@ -110,7 +120,7 @@ def bench_features(args: argparse.Namespace) -> dict:
     rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
     warmup_rows, rows = rows[:2], rows[2 : 2 + args.n_examples]
     pad = tokenizer.pad_token_id
-    batches = [collate(rows[i : i + args.batch_size], pad) for i in range(0, len(rows), args.batch_size)]
+    batches = [on_device(collate(rows[i : i + args.batch_size], pad)) for i in range(0, len(rows), args.batch_size)]
 
     model = theta_star_proxy(base, model_cfg)
     n = len(rows)
@@ -135,7 +145,7 @@ def bench_features(args: argparse.Namespace) -> dict:
             optimizer.step()
             optimizer.zero_grad()
 
-    train_pass([collate(warmup_rows, pad)])
+    train_pass([on_device(collate(warmup_rows, pad))])
     seconds, _ = _timed(lambda: train_pass(batches))
     result["train_step_s_per_example"] = seconds / n
 
@@ -175,7 +185,7 @@ def bench_features(args: argparse.Namespace) -> dict:
     def less_pass(row_list, amortised: bool):
         pending = []
         for row in row_list:
-            batch = collate([row], pad)
+            batch = on_device(collate([row], pad))
             loss = per_example_losses(model(input_ids=batch["input_ids"]).logits, batch["labels"]).sum()
             grads = torch.autograd.grad(loss, list(params.values()))
             flat = {n_: g.reshape(1, -1) for n_, g in zip(params, grads, strict=True)}
@@ -300,17 +310,17 @@ def bench_scores(args: argparse.Namespace) -> dict:
         query_energy_at_rank={r: round(float(energy[min(r, len(energy)) - 1]), 4) for r in curve},
     )
 
-    # Two processes (gloo workers) vs this process, on the same rows.
-    two_rows = train_rows[: args.two_process_n]
-    kwargs = dict(base=base, model_cfg=model_cfg, rows=two_rows, est=est)
-    took, two_process = _timed(lambda: run_sharded(proxy_features, kwargs, 2))
-    one_process = train_features[: len(two_rows)]
-    result.update(
-        two_process_n=len(two_rows),
-        two_process_s=round(took, 2),
-        two_process_max_abs_diff=float(np.abs(two_process - one_process).max()),
-        two_process_max_abs_feature=float(np.abs(one_process).max()),
-    )
+    if args.two_process_n > 0:  # two processes (gloo / nccl workers) vs this process, on the same rows
+        two_rows = train_rows[: args.two_process_n]
+        kwargs = dict(base=base, model_cfg=model_cfg, rows=two_rows, est=est)
+        took, two_process = _timed(lambda: run_sharded(proxy_features, kwargs, 2))
+        one_process = train_features[: len(two_rows)]
+        result.update(
+            two_process_n=len(two_rows),
+            two_process_s=round(took, 2),
+            two_process_max_abs_diff=float(np.abs(two_process - one_process).max()),
+            two_process_max_abs_feature=float(np.abs(one_process).max()),
+        )
 
     # bf16 autocast vs fp32 on a subset: speed and agreement of features and scores.
     sub_train, sub_query = train_rows[: args.bf16_n_train], query_rows[: args.bf16_n_queries]
@@ -334,6 +344,157 @@ def bench_scores(args: argparse.Namespace) -> dict:
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
     return result
+
+
+def load_trained(base: str, method: str, out_dir: Path):
+    """A fine-tuned model ready for gradients: the LoRA matrices (or every weight) trainable."""
+    from ifexp.models import load_model
+
+    if method == "full":
+        return load_model(str(out_dir / "weights")).to(device())
+    model = load_model(base, adapter=str(out_dir / "weights"))
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return model.to(device())
+
+
+def query_losses(model, rows: list, pad: int, batch_size: int = 16) -> np.ndarray:
+    from ifexp.influence.capture import per_example_losses
+    from ifexp.train import collate
+
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = on_device(collate(rows[start : start + batch_size], pad))
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            losses.append(per_example_losses(logits, batch["labels"]).cpu().numpy())
+    return np.concatenate(losses)
+
+
+def bench_lds(args: argparse.Namespace) -> dict:
+    """LDS per estimator (+ k and damping ablations of proj_fisher) from M retrainings on subsets."""
+    import tempfile
+
+    from tqdm.auto import tqdm
+
+    from ifexp.data import gsm_symbolic_examples
+    from ifexp.influence.estimator import make_estimator_preconditioner, make_projector
+    from ifexp.influence.features import extract_features
+    from ifexp.influence.lds import linear_datamodeling_score, predicted_losses, subset_masks
+    from ifexp.influence.score import influence_matrix
+    from ifexp.models import load_tokenizer, prepare_model
+    from ifexp.train import collate, encode_examples, finetune
+
+    started = time.perf_counter()
+    model_cfg = replace(load_group("model", args.model, ModelConfig), max_seq_len=args.seq_len)
+    base = prepare_model(model_cfg, args.cache_dir)
+    train_cfg = replace(load_group("train", args.method, TrainConfig), epochs=args.epochs, lr=args.lr, lora_dropout=0.0)
+    tokenizer = load_tokenizer(base)
+    examples = gsm_symbolic_examples(args.n_train + args.n_queries, seed=args.data_seed)
+    train, queries = examples[: args.n_train], examples[args.n_train :]
+    encoded = encode_examples(tokenizer, train + queries, model_cfg, "truncate")
+    if encoded.n_rejected:
+        raise SystemExit(f"ifexp-bench: error: {encoded.n_rejected} prompts exceed --seq-len {args.seq_len}")
+    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    train_rows, query_rows = rows[: args.n_train], rows[args.n_train :]
+    pad = tokenizer.pad_token_id
+
+    with tempfile.TemporaryDirectory(prefix="ifexp-lds-") as work:
+        # fine-tuning truncates exactly as encode_examples did above (train_cfg.overlong = truncate)
+        full = finetune(base, train, model_cfg, train_cfg, args.seed, Path(work) / "full")
+        model = load_trained(base, args.method, Path(work) / "full")
+
+        def influence_of(est: EstimatorConfig) -> np.ndarray:
+            projector = make_projector(est, model)
+            collate_fn = lambda b: collate(b, pad)  # noqa: E731
+            train_features, _ = extract_features(model, train_rows, projector, collate_fn, est.batch_size)
+            factors = (
+                {"input_cov": projector.input_cov, "grad_cov": projector.grad_cov}
+                if est.preconditioner == "kfac"
+                else None
+            )
+            query_features, _ = extract_features(
+                model, query_rows, make_projector(est, model), collate_fn, est.batch_size
+            )
+            preconditioner = make_estimator_preconditioner(est, factors).fit(torch.from_numpy(train_features))
+            return influence_matrix(train_features, query_features, preconditioner)
+
+        estimators = {name: load_group("estimator", name, EstimatorConfig) for name in args.estimators}
+        proj_fisher = estimators.get("proj_fisher", load_group("estimator", "proj_fisher", EstimatorConfig))
+        influences = {name: influence_of(est) for name, est in estimators.items()}
+        influences["exact_grad_dot"] = influence_of(
+            replace(estimators.get("grad_dot", proj_fisher), projection="none", preconditioner="grad_dot")
+        )
+        k_ablation = {k: influence_of(replace(proj_fisher, k=k)) for k in args.ks}
+        damping_ablation = {d: influence_of(replace(proj_fisher, damping=d)) for d in args.dampings}
+
+        masks = subset_masks(args.n_train, args.n_subsets, args.subset_fraction, seed=args.seed)
+        actual = np.empty((args.n_subsets, len(query_rows)))
+        for m, mask in enumerate(tqdm(masks, desc="retrain on subsets")):
+            subset = [e for e, keep in zip(train, mask, strict=True) if keep]
+            out = Path(work) / f"subset{m}"
+            finetune(base, subset, model_cfg, train_cfg, args.seed, out)
+            actual[m] = query_losses(load_trained(base, args.method, out), query_rows, pad)
+            shutil.rmtree(out)
+
+    def lds(influence: np.ndarray) -> float:
+        return round(linear_datamodeling_score(predicted_losses(influence, masks), actual), 4)
+
+    return {
+        "model": args.model,
+        "method": args.method,
+        "n_train": args.n_train,
+        "n_queries": len(query_rows),
+        "n_subsets": args.n_subsets,
+        "subset_fraction": args.subset_fraction,
+        "epochs": args.epochs,
+        "theta_star_loss": [full["first_loss"], full["final_loss"]],
+        "query_loss_mean_over_subsets": round(float(actual.mean()), 4),
+        "query_loss_sd_across_subsets": round(float(actual.std(axis=0).mean()), 4),
+        "lds": {name: lds(influence) for name, influence in influences.items()},
+        "ablations": {
+            "proj_fisher_k": {k: lds(v) for k, v in k_ablation.items()},
+            "proj_fisher_damping": {d: lds(v) for d, v in damping_ablation.items()},
+        },
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def bench_e2e(args: argparse.Namespace) -> dict:
+    """Run a sweep (default: the CPU demo) from an empty cache and time it, in all and per stage."""
+    import subprocess
+
+    from ifexp.report import load_runs, stage_times
+
+    sweep_dir, cache_dir = Path(args.work_dir) / "sweep", Path(args.work_dir) / "cache"
+    if not args.reuse:
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+    command = [
+        str(Path(sys.executable).with_name("ifexp")),
+        f"sweeps={args.sweep}",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *args.overrides,
+    ]
+    wall_s, completed = _timed(lambda: subprocess.run(command))
+    runs = load_runs(sweep_dir)
+    stages = stage_times(runs)
+    return {
+        "sweep": args.sweep,
+        "command": " ".join(command),
+        "exit_code": completed.returncode,
+        "n_jobs": len(runs),
+        "wall_s": round(wall_s, 1),
+        "goal_s": args.goal_s,
+        "meets_goal": wall_s <= args.goal_s and completed.returncode == 0,
+        "stages": {
+            stage: {"artifacts": n, "total_s": round(total, 1), "slowest_s": round(slowest, 1)}
+            for stage, (n, total, slowest) in sorted(stages.items(), key=lambda item: -item[1][1])
+        },
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -362,8 +523,34 @@ def main(argv: list[str] | None = None) -> None:
     scores.add_argument("--bf16-n-queries", type=int, default=16)
     scores.add_argument("--cache-dir", default="outputs/cache")
     scores.add_argument("--out", required=True)
+    lds = commands.add_parser("lds", help="linear datamodeling score per estimator, from retraining on subsets")
+    lds.add_argument("--model", default="tiny_llama")
+    lds.add_argument("--method", default="full", choices=["full", "lora"])
+    lds.add_argument("--seq-len", type=int, default=256)
+    lds.add_argument("--n-train", type=int, default=64)
+    lds.add_argument("--n-queries", type=int, default=16)
+    lds.add_argument("--n-subsets", type=int, default=32)
+    lds.add_argument("--subset-fraction", type=float, default=0.5)
+    lds.add_argument("--epochs", type=float, default=6)
+    lds.add_argument("--lr", type=float, default=3e-3)
+    lds.add_argument("--seed", type=int, default=0)
+    lds.add_argument("--data-seed", type=int, default=7)
+    lds.add_argument("--estimators", nargs="+", default=["grad_dot", "grad_cos", "proj_fisher", "logra", "kfac"])
+    lds.add_argument("--ks", type=int, nargs="*", default=[256, 1024, 4096, 16384])
+    lds.add_argument("--dampings", type=float, nargs="*", default=[0.01, 0.1, 0.3, 1.0, 3.0, 10.0])
+    lds.add_argument("--cache-dir", default="outputs/cache")
+    lds.add_argument("--out", required=True)
+    e2e = commands.add_parser("e2e", help="wall time of a whole sweep from an empty cache, per stage")
+    e2e.add_argument("--sweep", default="cpu_demo")
+    e2e.add_argument("--work-dir", default="outputs/bench/e2e", help="its sweep and cache (emptied first)")
+    e2e.add_argument("--reuse", action="store_true", help="keep the work dir's cache (time what is left)")
+    e2e.add_argument("--goal-s", type=float, default=1800.0)
+    e2e.add_argument("--out", required=True)
+    e2e.add_argument("overrides", nargs="*", help="Hydra overrides for every job, e.g. dataset.n_train=64")
     args = parser.parse_args(argv)
-    result = {"features": bench_features, "scores": bench_scores}[args.command](args)
+    result = {"features": bench_features, "scores": bench_scores, "lds": bench_lds, "e2e": bench_e2e}[args.command](
+        args
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     json.dump(result, sys.stdout, indent=2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -238,6 +239,8 @@ def extract_feature_store(
     out: Path,
 ) -> dict:
     """The features stage's work; in a multi-process run every process extracts a shard, rank 0 writes."""
+    import torch
+
     from ifexp.distributed import rank_and_world
     from ifexp.influence.estimator import make_projector
     from ifexp.influence.features import NonFiniteFeatures, extract_features, write_store
@@ -250,6 +253,8 @@ def extract_feature_store(
     if adapter:
         for name, param in model.named_parameters():
             param.requires_grad_("lora_" in name)
+    if torch.cuda.is_available():  # one GPU per process (LOCAL_RANK is set by torchrun / srun workers)
+        model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
     projector = make_projector(est, model)
     try:
@@ -278,6 +283,8 @@ def scores_stage(cfg: JobConfig, cache_dir: Path, train_store: Path, query_store
         "correct": content_hash(correct.astype(int).tolist()),
         "preconditioner": est.preconditioner,
         "damping": est.damping,
+        # lambda = damping x mean non-zero eigenvalue (was: x mean eigenvalue): scores differ
+        "damping_scale": "nonzero_mean",
         "query_rank": est.query_rank,
     }
 

@@ -49,22 +49,24 @@ def extract_features(
     if not recorder.layers:
         raise ValueError("the model has no trainable Linear layers to take gradients of")
     model.eval()  # no dropout: the gradient is that of the deterministic loss
+    device = next(model.parameters()).device
     features = np.empty((len(rows), projector.k), dtype=np.float32)
     losses = np.empty(len(rows), dtype=np.float32)
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
-        batch = collate_fn(list(rows[start : start + batch_size]))
+        batch = {name: t.to(device) for name, t in collate_fn(list(rows[start : start + batch_size])).items()}
         batch_losses = forward_backward(model, recorder, batch, compute_dtype)
         with torch.no_grad():
-            phi = projector(recorder)
+            phi = projector(recorder).cpu()
         if not torch.isfinite(phi).all():
             bad = start + int((~torch.isfinite(phi).all(dim=1)).nonzero()[0, 0])
             raise NonFiniteFeatures(offset + bad)
         features[start : start + len(batch_losses)] = phi.numpy()
-        losses[start : start + len(batch_losses)] = batch_losses.numpy()
+        losses[start : start + len(batch_losses)] = batch_losses.cpu().numpy()
     recorder.clear()
     if getattr(projector, "input_cov", None):
-        sum_across(projector.input_cov)
-        sum_across(projector.grad_cov)
+        for stats in (projector.input_cov, projector.grad_cov):
+            sum_across(stats)
+            stats.update({name: value.cpu() for name, value in stats.items()})
     return gather_rows(features), gather_rows(losses)
 
 

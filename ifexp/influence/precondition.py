@@ -3,7 +3,7 @@
 - identity (`grad_dot`): H = I.
 - cosine (`grad_cos`): H = I on unit-normalised features of both sides.
 - projected empirical Fisher (`proj_fisher`): H = Phi^T Phi / n + lambda I, lambda = damping x
-  the mean eigenvalue of Phi^T Phi / n; Cholesky-factorised once.
+  the mean non-zero eigenvalue of Phi^T Phi / n (trace / min(n, k)); Cholesky-factorised once.
 - per-layer K-FAC in the projected space (`kfac`, with the Kronecker projection).
 """
 
@@ -56,8 +56,11 @@ class ProjectedFisher(Preconditioner):
             block = torch.as_tensor(train_features[start : start + chunk]).double()
             fisher += block.T @ block
         fisher /= train_features.shape[0]
-        # relative damping; the floor only guards an all-zero Fisher (gradients can be ~1e-10 in scale)
-        self.lam = max(self.damping * float(torch.diagonal(fisher).mean()), 1e-300)
+        # Damping relative to the mean *non-zero* eigenvalue: with N < k the Fisher has rank N, and
+        # the mean over all k eigenvalues would shrink lambda by N/k (measured: LDS then falls below
+        # grad_dot). The floor only guards an all-zero Fisher (gradients can be ~1e-10 in scale).
+        rank = min(train_features.shape[0], k)
+        self.lam = max(self.damping * float(torch.trace(fisher)) / rank, 1e-300)
         self.cholesky = torch.linalg.cholesky(fisher + self.lam * torch.eye(k, dtype=torch.float64))
         return self
 

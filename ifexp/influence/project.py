@@ -67,11 +67,11 @@ class DenseProjector(Projector):
     def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
         """flat: layer name -> (B, d_layer) gradients, in a fixed layer order."""
         batch = next(iter(flat.values())).shape[0]
-        features = torch.zeros(batch, self.k)
+        features = torch.zeros(batch, self.k, device=next(iter(flat.values())).device)
         for layer_index, grads in enumerate(flat.values()):
             for block_index, start in enumerate(range(0, grads.shape[1], self.block)):
                 part = grads[:, start : start + self.block]
-                features += part @ self.block_matrix(layer_index, block_index, part.shape[1])
+                features += part @ self.block_matrix(layer_index, block_index, part.shape[1]).to(part.device)
         return features
 
     def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
@@ -97,9 +97,9 @@ class SparseJLProjector(Projector):
 
     def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
         batch = next(iter(flat.values())).shape[0]
-        features = torch.zeros(batch, self.k)
+        features = torch.zeros(batch, self.k, device=next(iter(flat.values())).device)
         for layer_index, grads in enumerate(flat.values()):
-            buckets, signs = self.hashes(layer_index, grads.shape[1])
+            buckets, signs = (t.to(grads.device) for t in self.hashes(layer_index, grads.shape[1]))
             features.index_add_(1, buckets, grads.float() * signs)
         return features
 
@@ -140,9 +140,9 @@ class KroneckerProjector(Projector):
             inputs = recorder.inputs[name].float()
             grads = recorder.output_grads[name].float()
             if self.in_proj[name] is not None:
-                inputs = inputs @ self.in_proj[name].T
+                inputs = inputs @ self.in_proj[name].to(inputs.device).T
             if self.out_proj[name] is not None:
-                grads = grads @ self.out_proj[name].T
+                grads = grads @ self.out_proj[name].to(grads.device).T
             parts.append(torch.einsum("bto,bti->boi", grads, inputs).flatten(1))
             self._accumulate(name, inputs, grads, recorder.token_mask)
         if recorder.token_mask is not None:

@@ -45,8 +45,8 @@ def test_non_finite_gradients_name_the_example(trained, tiny_model, tmp_path, mo
 
     real = features_module.forward_backward
 
-    def poisoned(model, recorder, batch):
-        losses = real(model, recorder, batch)
+    def poisoned(model, recorder, batch, compute_dtype="float32"):
+        losses = real(model, recorder, batch, compute_dtype)
         for name in recorder.layers:  # the second example of the batch gets NaN output gradients
             recorder.output_grads[name][1] = float("nan")
         return losses

@@ -28,6 +28,9 @@ FAULTS = [
     "sft:after",
     "eval:during",
 ]
+# The default suite kills five times (one stage each of the chain's kinds, during and after);
+# `pytest -m slow` runs all thirteen.
+QUICK_FAULTS = ["sft:during", "features:after", "scores:during", "sft:during", "eval:during"]
 OUTPUTS = ("scores.csv", "selection.json")
 
 
@@ -65,9 +68,12 @@ def reference(easy_cot, tmp_path_factory):
     return root / "run"
 
 
-def test_kill_during_and_between_every_stage_then_resume(easy_cot, reference, tmp_path):
+@pytest.mark.parametrize(
+    "faults", [pytest.param(QUICK_FAULTS, id="quick"), pytest.param(FAULTS, id="every-stage", marks=pytest.mark.slow)]
+)
+def test_kill_during_and_between_stages_then_resume(easy_cot, reference, tmp_path, faults):
     cache = tmp_path / "cache"
-    for number, fault in enumerate(FAULTS):
+    for number, fault in enumerate(faults):
         before = snapshot(cache)
         killed = job(easy_cot, cache, tmp_path / f"killed-{number}", fault)
         assert killed.returncode == -signal.SIGKILL, f"{fault} did not fire:\n{killed.stderr[-2000:]}"
