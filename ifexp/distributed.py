@@ -4,11 +4,12 @@ A job stays one process (Hydra, the cache, vLLM); a stage that shards its work c
 `run_sharded(function, kwargs, num_processes)`, which pickles the call, starts
 `num_processes` workers of `python -m ifexp.distributed SPEC` and returns rank 0's result:
 
-- launcher `torchrun` (default): `torch.distributed.run --standalone` on this node, one worker
-  per GPU (or per CPU process, gloo);
-- launcher `srun`: inside a Slurm allocation, `srun --ntasks N` starts the workers and each
-  maps SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID to the torch.distributed variables, so no
-  torchrun runs inside a submitit task.
+- launcher `torchrun`: `torch.distributed.run --standalone` on this node, one worker per GPU
+  (or per CPU process, gloo);
+- launcher `srun`: inside a Slurm allocation, `srun --ntasks N` starts the workers as a job
+  step (sharing the job's CPUs and GPUs) and each maps SLURM_PROCID / SLURM_NTASKS /
+  SLURM_LOCALID to the torch.distributed variables, so no torchrun runs inside a submitit task;
+- launcher `auto` (default): srun inside a Slurm job, torchrun elsewhere.
 
 Inside a worker, Accelerate (fine-tuning) or `shard` / `gather_rows` (features) use the process
 group; with one process every helper here is a no-op, so the same code runs unsharded.
@@ -32,7 +33,7 @@ import torch.distributed as dist
 
 from ifexp.schema import IfexpError
 
-LAUNCHERS = ("torchrun", "srun")
+LAUNCHERS = ("auto", "torchrun", "srun")
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -76,12 +77,14 @@ def sum_across(tensors: dict[str, torch.Tensor]) -> None:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
 
 
-def run_sharded(function, kwargs: dict[str, Any], num_processes: int, launcher: str = "torchrun") -> Any:
+def run_sharded(function, kwargs: dict[str, Any], num_processes: int, launcher: str = "auto") -> Any:
     """function(**kwargs) in num_processes workers; rank 0's return value. One process: a plain call."""
     if num_processes <= 1:
         return function(**kwargs)
     if launcher not in LAUNCHERS:
         raise IfexpError(f"compute.launcher='{launcher}': expected one of {', '.join(LAUNCHERS)}")
+    if launcher == "auto":
+        launcher = "srun" if "SLURM_JOB_ID" in os.environ and shutil.which("srun") else "torchrun"
     work = Path(tempfile.mkdtemp(prefix="ifexp-dist-"))
     try:
         spec = work / "spec.pkl"
@@ -99,7 +102,12 @@ def run_sharded(function, kwargs: dict[str, Any], num_processes: int, launcher: 
         else:
             if not shutil.which("srun"):
                 raise IfexpError("compute.launcher=srun: srun is not on PATH (run inside a Slurm allocation)")
-            command = ["srun", f"--ntasks={num_processes}", "--kill-on-bad-exit=1", *worker]
+            command = ["srun", f"--ntasks={num_processes}", "--kill-on-bad-exit=1"]
+            if "SLURM_CPUS_PER_TASK" in os.environ:  # split the job's CPUs among the workers
+                command.append(f"--cpus-per-task={max(1, int(os.environ['SLURM_CPUS_PER_TASK']) // num_processes)}")
+            if torch.cuda.is_available():
+                command.append("--gpus-per-task=1")
+            command += worker
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // num_processes))}
         completed = subprocess.run(command, env=env)
         if completed.returncode != 0:

@@ -278,33 +278,60 @@ def scores_stage(cfg: JobConfig, cache_dir: Path, train_store: Path, query_store
     """I(d, q) for every training example and query, and the s_C / s_I / rank scores."""
     est = cfg.estimator
     key = {
-        "train": train_store.name,
+        **scores_key(cfg, train_store),
         "queries": query_store.name,
         "correct": content_hash(correct.astype(int).tolist()),
-        "preconditioner": est.preconditioner,
-        "damping": est.damping,
-        # lambda = damping x mean non-zero eigenvalue (was: x mean eigenvalue): scores differ
-        "damping_scale": "nonzero_mean",
         "query_rank": est.query_rank,
     }
 
     def build(out: Path) -> dict:
-        import torch
-
-        from ifexp.influence.estimator import make_estimator_preconditioner
-        from ifexp.influence.features import read_kfac_factors, read_store
+        from ifexp.influence.features import read_store
         from ifexp.influence.score import influence_matrix, influence_scores
 
-        _, train_features = read_store(train_store)
+        preconditioner, train_features = fitted_preconditioner(cfg, train_store)
         _, query_features = read_store(query_store)
-        preconditioner = make_estimator_preconditioner(est, read_kfac_factors(train_store))
-        preconditioner.fit(torch.tensor(np.asarray(train_features), dtype=torch.float32))
         influence = influence_matrix(train_features, query_features, preconditioner, query_rank=est.query_rank)
         np.save(out / "influence.npy", influence)
         np.savez(out / "scores.npz", correct=correct, **influence_scores(influence, correct))
         return {"n_train": influence.shape[0], "n_correct": int(correct.sum()), "n_incorrect": int((~correct).sum())}
 
     return cached_stage(cache_dir, "scores", key, build)
+
+
+def scores_key(cfg: JobConfig, train_store: Path) -> dict[str, Any]:
+    est = cfg.estimator
+    return {
+        "train": train_store.name,
+        "preconditioner": est.preconditioner,
+        "damping": est.damping,
+        # lambda = damping x mean non-zero eigenvalue (was: x mean eigenvalue): scores differ
+        "damping_scale": "nonzero_mean",
+    }
+
+
+def fitted_preconditioner(cfg: JobConfig, train_store: Path):
+    import torch
+
+    from ifexp.influence.estimator import make_estimator_preconditioner
+    from ifexp.influence.features import read_kfac_factors, read_store
+
+    _, train_features = read_store(train_store)
+    preconditioner = make_estimator_preconditioner(cfg.estimator, read_kfac_factors(train_store))
+    return preconditioner.fit(torch.tensor(np.asarray(train_features), dtype=torch.float32)), train_features
+
+
+def self_influence_stage(cfg: JobConfig, cache_dir: Path, train_store: Path) -> Path:
+    """I(d, d) for every training example: how much a step on d lowers d's own loss."""
+
+    def build(out: Path) -> dict:
+        from ifexp.influence.score import self_influence
+
+        preconditioner, train_features = fitted_preconditioner(cfg, train_store)
+        values = self_influence(train_features, preconditioner)
+        np.save(out / "self_influence.npy", values)
+        return {"n_train": len(values), "mean": float(values.mean())}
+
+    return cached_stage(cache_dir, "self_influence", scores_key(cfg, train_store), build)
 
 
 def perplexity_stage(cfg: JobConfig, cache_dir: Path, base: str, train: list[Example]) -> Path:
@@ -371,7 +398,7 @@ def compute_signals(
     train = splits["train"]
     signals = Signals(ids=[e.id for e in train], flaw=[e.flaw for e in train])
     artifacts: dict[str, Path] = {}
-    if "influence" in needs:
+    if needs & {"influence", "self_influence"}:
         scorer_cfg = cfg.scorer or cfg.model
         with timed(timings, "base_model"):
             scorer_base = base if cfg.scorer is None else prepare_model(scorer_cfg, cache_dir)
@@ -384,6 +411,15 @@ def compute_signals(
                 if k in ("final_loss", "steps")
             }
         )
+        with timed(timings, "features"):
+            artifacts["features_train"] = features_stage(
+                cfg, cache_dir, scorer_cfg, scorer_base, artifacts["sft_full"], train, "train"
+            )
+        with timed(timings, "scores"):
+            artifacts["self_influence"] = self_influence_stage(cfg, cache_dir, artifacts["features_train"])
+        signals.self_influence = np.load(artifacts["self_influence"] / "self_influence.npy")
+        needs = needs | {"perplexity"}  # scores.csv carries the perplexity column too
+    if "influence" in needs:
         with timed(timings, "queries"):
             val = [Problem(e.id, e.question, e.answer) for e in splits["val"]]
             if not val:
@@ -404,18 +440,16 @@ def compute_signals(
                 n_incorrect,
             )
         with timed(timings, "features"):
-            train_store = features_stage(cfg, cache_dir, scorer_cfg, scorer_base, artifacts["sft_full"], train, "train")
             query_store = features_stage(
                 cfg, cache_dir, scorer_cfg, scorer_base, artifacts["sft_full"], queries, "queries"
             )
         with timed(timings, "scores"):
-            artifacts["scores"] = scores_stage(cfg, cache_dir, train_store, query_store, correct)
-        artifacts.update({"features_train": train_store, "features_queries": query_store})
+            artifacts["scores"] = scores_stage(cfg, cache_dir, artifacts["features_train"], query_store, correct)
+        artifacts["features_queries"] = query_store
         with np.load(artifacts["scores"] / "scores.npz") as saved:
             for name in ("s_correct", "s_incorrect", "rank_correct", "rank_incorrect"):
                 setattr(signals, name, saved[name])
         signals.n_correct_queries, signals.n_incorrect_queries = n_correct, n_incorrect
-        needs = needs | {"perplexity"}  # scores.csv carries the perplexity column too
     if "perplexity" in needs:
         with timed(timings, "perplexity"):
             artifacts["perplexity"] = perplexity_stage(cfg, cache_dir, base, train)

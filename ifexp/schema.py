@@ -165,8 +165,8 @@ class ComputeConfig:
     """Processes per job for fine-tuning and feature extraction (DDP; ifexp.distributed)."""
 
     num_processes: int = 1
-    # torchrun (on this node) | srun (inside a Slurm allocation: srun starts the workers)
-    launcher: str = "torchrun"
+    # auto (srun inside a Slurm job, else torchrun) | torchrun (this node) | srun (a job step)
+    launcher: str = "auto"
 
 
 @dataclass
@@ -214,7 +214,7 @@ CHOICES = {
     "estimator.store_dtype": ("float32", "float16"),
     "estimator.compute_dtype": ("float32", "bfloat16"),
     "logger.mode": ("offline", "online"),
-    "compute.launcher": ("torchrun", "srun"),
+    "compute.launcher": ("auto", "torchrun", "srun"),
     "pruning.strategy": (
         "none",
         "random",
@@ -223,6 +223,7 @@ CHOICES = {
         "low_benefit",
         "high_harm",
         "combined",
+        "self_influence",
         "oracle",
     ),
     "pruning.perplexity_keep": ("low", "high", "middle"),

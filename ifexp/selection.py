@@ -27,6 +27,8 @@ class Signals:
     s_incorrect: np.ndarray | None = None
     rank_correct: np.ndarray | None = None
     rank_incorrect: np.ndarray | None = None
+    # I(d, d) under theta*'s preconditioned gradients
+    self_influence: np.ndarray | None = None
     perplexity: np.ndarray | None = None
     # embedding removal score: distance to the validation centroid, or redundancy
     embedding: np.ndarray | None = None
@@ -38,7 +40,7 @@ def needed_signals(strategy: str) -> set[str]:
     """Which signals a strategy needs computed (influence, perplexity, embedding)."""
     if strategy in INFLUENCE_STRATEGIES:
         return {"influence"}
-    if strategy in ("perplexity", "embedding"):
+    if strategy in ("perplexity", "embedding", "self_influence"):
         return {strategy}
     return set()
 
@@ -81,6 +83,8 @@ def removal_scores(cfg: PruningConfig, signals: Signals, seed: int) -> np.ndarra
         return np.abs(ppl - np.median(ppl))  # middle: remove both tails
     if strategy == "embedding":
         return np.asarray(signals.embedding, dtype=np.float64)
+    if strategy == "self_influence":  # remove what the rest of the data explains least
+        return np.asarray(signals.self_influence, dtype=np.float64)
     if strategy == "low_benefit":
         _require_queries(signals, strategy, correct=True, incorrect=False)
         return -np.asarray(signals.s_correct, dtype=np.float64)

@@ -81,6 +81,6 @@ def test_bench_e2e_times_a_whole_sweep(easy_cot, tmp_path):
     overrides = [*EASY_TRAINING, f"dataset.path={easy_cot}"]
     main(["e2e", "--sweep", "tiny_all", "--work-dir", str(tmp_path / "work"), "--out", str(out), *overrides])
     result = json.loads(out.read_text())
-    assert result["exit_code"] == 0 and result["n_jobs"] == 8
+    assert result["exit_code"] == 0 and result["n_jobs"] == 9
     assert {"sft", "features", "scores", "eval"} <= set(result["stages"])
     assert result["wall_s"] > sum(stage["slowest_s"] for stage in result["stages"].values()) * 0.5

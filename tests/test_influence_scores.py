@@ -8,7 +8,7 @@ from ifexp.influence.capture import LayerRecorder, forward_backward, per_example
 from ifexp.influence.features import extract_features, read_store, write_store
 from ifexp.influence.precondition import make_preconditioner
 from ifexp.influence.project import ExactProjector
-from ifexp.influence.score import influence_matrix, influence_scores, percentile_ranks
+from ifexp.influence.score import influence_matrix, influence_scores, percentile_ranks, self_influence
 from ifexp.models import load_model, load_tokenizer
 from ifexp.schema import TrainConfig
 from ifexp.train import apply_lora, collate, encode_examples
@@ -141,3 +141,12 @@ def test_lowrank_queries_are_the_best_rank_r_approximation():
     assert residual < 1e-3
     assert np.linalg.norm(rank_1 - exact) > np.linalg.norm(rank_3 - exact)
     assert singular[3] < 0.1 * singular[2]
+
+
+@pytest.mark.parametrize("estimator", ["grad_dot", "grad_cos", "proj_fisher"])
+def test_self_influence_is_the_diagonal_of_train_on_train_influence(estimator):
+    train = np.random.default_rng(2).normal(size=(30, 8)).astype(np.float32)
+    preconditioner = make_preconditioner(estimator, damping=0.5).fit(torch.tensor(train))
+    expected = np.diag(influence_matrix(train, train, preconditioner))
+    np.testing.assert_allclose(self_influence(train, preconditioner, chunk=7), expected, rtol=1e-4)
+    assert (self_influence(train, preconditioner) > 0).all()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ifexp.schema import IfexpError, PruningConfig
-from ifexp.selection import Signals, auroc, flaw_detection, n_to_remove, select
+from ifexp.selection import Signals, auroc, flaw_detection, n_to_remove, needed_signals, select
 from ifexp.signals import centroid_distance, redundancy
 
 
@@ -37,6 +37,12 @@ def test_influence_strategies_remove_the_right_end():
     # z-score combination with alpha = 1 is low_benefit, alpha = 0 is high_harm
     assert removed(PruningConfig("combined", 0.34, combine="zscore", alpha=1.0), sig) == {1, 5}
     assert removed(PruningConfig("combined", 0.34, combine="zscore", alpha=0.0), sig) == {2, 5}
+
+
+def test_self_influence_removes_the_highest_and_needs_no_queries():
+    sig = signals(5, self_influence=np.array([0.1, 3.0, 0.2, 2.0, 0.0]))
+    assert needed_signals("self_influence") == {"self_influence"}
+    assert removed(PruningConfig("self_influence", 0.4), sig) == {1, 3}  # Q_C and Q_I may be empty
 
 
 def test_combined_rank_score_removes_lowest_r():

@@ -11,7 +11,17 @@ import yaml
 from conftest import EASY_TRAINING, REPO
 from test_cli import run_ifexp
 
-STRATEGIES = ("none", "random", "perplexity", "embedding", "low_benefit", "high_harm", "combined", "oracle")
+STRATEGIES = (
+    "none",
+    "random",
+    "perplexity",
+    "embedding",
+    "low_benefit",
+    "high_harm",
+    "combined",
+    "oracle",
+    "self_influence",
+)
 
 
 def manifests(cache):
@@ -21,7 +31,7 @@ def manifests(cache):
 def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path):
     args = ["sweeps=tiny_all", *EASY_TRAINING, f"dataset.path={easy_cot}", f"paths.cache_dir={tmp_path}/cache"]
     first = run_ifexp(*args, f"hydra.sweep.dir={tmp_path}/first", check=True)
-    assert "Launching 8 jobs" in first.stdout + first.stderr
+    assert f"Launching {len(STRATEGIES)} jobs" in first.stdout + first.stderr
     jobs = {s: tmp_path / "first" / f"{s}-p{0.0 if s == 'none' else 0.25}-seed0" for s in STRATEGIES}
     results = {}
     for strategy, job in jobs.items():
@@ -43,6 +53,9 @@ def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path
     assert metrics["queries/n_correct"] > 0 and metrics["queries/n_incorrect"] > 0
     # the influence jobs share one theta*, one feature store and one score artifact
     assert len({json.loads((jobs[s] / "metrics.json").read_text())["artifact/scores"] for s in STRATEGIES[4:7]}) == 1
+    # self_influence reuses theta* and its training features, and needs no queries
+    own = json.loads((jobs["self_influence"] / "metrics.json").read_text())
+    assert own["artifact/features_train"] == metrics["artifact/features_train"] and "artifact/queries" not in own
     # the oracle removes every labelled flaw (fewer than the 8 it removes)
     assert json.loads((jobs["oracle"] / "metrics.json").read_text())["flaw/recall"] == 1.0
 

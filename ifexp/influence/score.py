@@ -51,6 +51,19 @@ def influence_matrix(
     return out
 
 
+def self_influence(
+    train_features: np.ndarray | torch.Tensor, preconditioner: Preconditioner, chunk: int = 4096
+) -> np.ndarray:
+    """(N,) I(d, d) = phi(d)^T H^-1 phi(d): large for examples the rest of the data does not
+    explain (mislabelled or corrupted ones, in the influence literature)."""
+    out = np.empty(len(train_features), dtype=np.float64)
+    for start in range(0, len(train_features), chunk):
+        block = torch.as_tensor(np.asarray(train_features[start : start + chunk]), dtype=torch.float32)
+        values = (preconditioner.train_side(block).double() * preconditioner.query_side(block).double()).sum(dim=1)
+        out[start : start + chunk] = values.numpy()
+    return out
+
+
 def percentile_ranks(influence: np.ndarray) -> np.ndarray:
     """Per query (column), each training example's percentile in [0, 1] (ties averaged)."""
     n = influence.shape[0]
