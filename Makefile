@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ifexp tests
+	$(VENV)/bin/ruff check ifexp tests scripts
 
 clean-venv:
 	rm -rf $(VENV)

@@ -461,6 +461,50 @@ def bench_lds(args: argparse.Namespace) -> dict:
     }
 
 
+def bench_flaws(args: argparse.Namespace) -> dict:
+    """Each strategy's flaw detection (AUROC, per kind; precision at |flawed| removed) for one job config.
+
+    The signals come from the pipeline's own cached stages (compute_signals), so the numbers are
+    those a sweep's jobs would report, without fine-tuning and evaluating the pruned models.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from ifexp.cli import CONF_DIR, _to_job_config
+    from ifexp.models import prepare_model
+    from ifexp.pipeline import compute_signals, dataset_stage
+    from ifexp.schema import validate
+    from ifexp.selection import flaw_detection, needed_signals, removal_scores, select
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = _to_job_config(compose(config_name="config", overrides=args.overrides))
+    validate(cfg)
+    cache_dir = Path(cfg.paths.cache_dir)
+    _, splits = dataset_stage(cfg, cache_dir)
+    n_flawed = sum(bool(e.flaw) for e in splits["train"])
+    if not n_flawed:
+        raise SystemExit("ifexp-bench: error: the training set has no flaw labels (dataset.flaw_fraction=0?)")
+    base = prepare_model(cfg.model, cache_dir)
+    needs = set().union(*(needed_signals(strategy) for strategy in args.strategies))
+    timings, metrics = {}, {}
+    signals, _ = compute_signals(cfg, cache_dir, splits, base, needs, timings, metrics)
+    detection = {}
+    for strategy in args.strategies:
+        pruning = replace(cfg.pruning, strategy=strategy, fraction=n_flawed / len(signals.ids))
+        scores = removal_scores(pruning, signals, cfg.seed)
+        found = flaw_detection(select(pruning, signals, cfg.seed, scores), scores, signals.flaw)
+        detection[strategy] = {key.removeprefix("flaw/"): round(value, 4) for key, value in found.items()}
+    return {
+        "overrides": args.overrides,
+        "n_train": len(signals.ids),
+        "n_flawed": n_flawed,
+        "removed": "as many as are flawed (precision = recall)",
+        "theta_star": {k.removeprefix("theta_star/"): v for k, v in metrics.items() if k.startswith("theta_star/")},
+        "queries": {k.removeprefix("queries/"): v for k, v in metrics.items() if k.startswith("queries/")},
+        "detection": detection,
+        "seconds": timings,
+    }
+
+
 def bench_e2e(args: argparse.Namespace) -> dict:
     """Run a sweep (default: the CPU demo) from an empty cache and time it, in all and per stage."""
     import subprocess
@@ -540,6 +584,14 @@ def main(argv: list[str] | None = None) -> None:
     lds.add_argument("--dampings", type=float, nargs="*", default=[0.01, 0.1, 0.3, 1.0, 3.0, 10.0])
     lds.add_argument("--cache-dir", default="outputs/cache")
     lds.add_argument("--out", required=True)
+    flaws = commands.add_parser("flaws", help="flaw detection per strategy and flaw kind, for one job config")
+    flaws.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["random", "perplexity", "embedding", "self_influence", "low_benefit", "high_harm", "combined"],
+    )
+    flaws.add_argument("--out", required=True)
+    flaws.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweeps=cpu_demo scorer_epochs=6")
     e2e = commands.add_parser("e2e", help="wall time of a whole sweep from an empty cache, per stage")
     e2e.add_argument("--sweep", default="cpu_demo")
     e2e.add_argument("--work-dir", default="outputs/bench/e2e", help="its sweep and cache (emptied first)")
@@ -548,9 +600,13 @@ def main(argv: list[str] | None = None) -> None:
     e2e.add_argument("--out", required=True)
     e2e.add_argument("overrides", nargs="*", help="Hydra overrides for every job, e.g. dataset.n_train=64")
     args = parser.parse_args(argv)
-    result = {"features": bench_features, "scores": bench_scores, "lds": bench_lds, "e2e": bench_e2e}[args.command](
-        args
-    )
+    result = {
+        "features": bench_features,
+        "scores": bench_scores,
+        "lds": bench_lds,
+        "flaws": bench_flaws,
+        "e2e": bench_e2e,
+    }[args.command](args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     json.dump(result, sys.stdout, indent=2)

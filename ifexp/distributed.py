@@ -110,6 +110,8 @@ def run_sharded(function, kwargs: dict[str, Any], num_processes: int, launcher: 
             command += worker
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // num_processes))}
         completed = subprocess.run(command, env=env)
+        if (work / "error.txt").is_file():  # a worker's IfexpError: the user's one line
+            raise IfexpError((work / "error.txt").read_text())
         if completed.returncode != 0:
             raise IfexpError(
                 f"{function.__name__} failed in a {num_processes}-process run (exit {completed.returncode})"
@@ -124,7 +126,7 @@ def _env_from_slurm() -> None:
     if "RANK" in os.environ or "SLURM_PROCID" not in os.environ:
         return
     os.environ["RANK"] = os.environ["SLURM_PROCID"]
-    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+    os.environ["WORLD_SIZE"] = os.environ.get("SLURM_STEP_NUM_TASKS", os.environ["SLURM_NTASKS"])
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
     if "MASTER_ADDR" not in os.environ:
         nodes = subprocess.run(
@@ -142,7 +144,12 @@ def main(spec_path: str, result_path: str) -> None:
     dist.init_process_group(backend)
     try:
         module, name, kwargs = pickle.loads(Path(spec_path).read_bytes())
-        result = getattr(importlib.import_module(module), name)(**kwargs)
+        try:
+            result = getattr(importlib.import_module(module), name)(**kwargs)
+        except IfexpError as error:
+            if dist.get_rank() == 0:
+                Path(result_path).with_name("error.txt").write_text(str(error))
+            sys.exit(2)
         if dist.get_rank() == 0:
             Path(result_path).write_bytes(pickle.dumps(result))
         dist.barrier()

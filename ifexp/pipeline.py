@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from ifexp.evaluate.benchmarks import Problem, load_benchmark
 from ifexp.evaluate.engines import GenerationJob, generate
 from ifexp.evaluate.grading import is_correct, pass_at_1
 from ifexp.models import load_model, load_tokenizer, prepare_model, prompt_ids
-from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, ModelConfig, PruningConfig, validate
+from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, ModelConfig, PruningConfig, TrainConfig, validate
 from ifexp.selection import Signals, flaw_detection, needed_signals, removal_scores, select
 from ifexp.train import collate, encode_examples, finetune
 
@@ -78,19 +78,29 @@ def dataset_stage(cfg: JobConfig, cache_dir: Path) -> tuple[Path, dict[str, list
 
 
 def sft_stage(
-    cfg: JobConfig, cache_dir: Path, model_cfg: ModelConfig, base: str, train: list[Example], seed: int
+    cfg: JobConfig,
+    cache_dir: Path,
+    model_cfg: ModelConfig,
+    base: str,
+    train: list[Example],
+    seed: int,
+    train_cfg: TrainConfig | None = None,
 ) -> Path:
-    """Fine-tune base on exactly these examples with this seed (theta*, or a pruned model)."""
+    """Fine-tune base on exactly these examples with this seed (theta*, or a pruned model).
+
+    train_cfg defaults to cfg.train (theta* may train longer: scorer_epochs).
+    """
+    train_cfg = train_cfg or cfg.train
     key = {
         "base": artifact_id(base),
         "data": examples_hash(train),
-        "train": asdict(cfg.train),
+        "train": asdict(train_cfg),
         "max_seq_len": model_cfg.max_seq_len,
         "system_prompt": model_cfg.system_prompt,
         "lora_targets": list(model_cfg.lora_targets),
         "seed": seed,
     }
-    kwargs = dict(base_path=base, examples=train, model_cfg=model_cfg, train_cfg=cfg.train, seed=seed)
+    kwargs = dict(base_path=base, examples=train, model_cfg=model_cfg, train_cfg=train_cfg, seed=seed)
     return cached_stage(
         cache_dir,
         "sft",
@@ -403,7 +413,10 @@ def compute_signals(
         with timed(timings, "base_model"):
             scorer_base = base if cfg.scorer is None else prepare_model(scorer_cfg, cache_dir)
         with timed(timings, "sft_full"):
-            artifacts["sft_full"] = sft_stage(cfg, cache_dir, scorer_cfg, scorer_base, train, cfg.scorer_seed)
+            scorer_train = cfg.train if cfg.scorer_epochs is None else replace(cfg.train, epochs=cfg.scorer_epochs)
+            artifacts["sft_full"] = sft_stage(
+                cfg, cache_dir, scorer_cfg, scorer_base, train, cfg.scorer_seed, scorer_train
+            )
         metrics.update(
             {
                 f"theta_star/{k}": v

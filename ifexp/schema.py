@@ -193,6 +193,9 @@ class JobConfig:
     # `seed` varies selection and the pruned fine-tuning; theta* is trained once with scorer_seed,
     # so every seed of a sweep shares it and its scores.
     scorer_seed: int = 0
+    # Epochs of theta* when it should differ from train.epochs (a better-fit scorer separates
+    # corrupted traces better: docs/results.md); None trains theta* like the pruned models.
+    scorer_epochs: float | None = None
     seed: int = 0
 
 

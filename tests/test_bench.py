@@ -84,3 +84,16 @@ def test_bench_e2e_times_a_whole_sweep(easy_cot, tmp_path):
     assert result["exit_code"] == 0 and result["n_jobs"] == 9
     assert {"sft", "features", "scores", "eval"} <= set(result["stages"])
     assert result["wall_s"] > sum(stage["slowest_s"] for stage in result["stages"].values()) * 0.5
+
+
+def test_bench_flaws_reports_every_strategy_per_kind(easy_cot, tmp_path):
+    out = tmp_path / "flaws.json"
+    overrides = ["experiment=smoke", *EASY_TRAINING, f"dataset.path={easy_cot}", f"paths.cache_dir={tmp_path}/cache"]
+    main(["flaws", "--strategies", "random", "self_influence", "perplexity", "--out", str(out), *overrides])
+    result = json.loads(out.read_text())
+    assert result["n_flawed"] > 0 and result["theta_star"]["steps"] > 0
+    assert set(result["detection"]) == {"random", "self_influence", "perplexity"}
+    for found in result["detection"].values():
+        assert 0 <= found["auroc"] <= 1 and found["precision"] == pytest.approx(found["recall"])
+        assert any(key.startswith("auroc/") for key in found)  # per flaw kind
+    assert result["queries"] == {}  # none of these strategies needs theta*'s answers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -83,5 +85,10 @@ def test_batch_size_must_divide_among_processes(tiny_model, tiny_model_cfg, smal
         seed=0,
         out_dir=tmp_path,
     )
-    with pytest.raises(IfexpError, match="failed in a 2-process run"):
+    with pytest.raises(IfexpError, match=r"^train.batch_size=3 must be a multiple of the 2 processes$"):
         run_sharded(finetune, kwargs, 2)
+
+
+def test_a_crashing_worker_is_one_line(tmp_path):
+    with pytest.raises(IfexpError, match=r"^getcwd failed in a 2-process run \(exit"):
+        run_sharded(os.getcwd, {"unexpected": 1}, 2)

@@ -1,0 +1,118 @@
+"""Which influence signal finds the injected flawed traces? The exploration behind docs/results.md.
+
+    .venv/bin/python scripts/flaw_signals.py [HYDRA OVERRIDES]          # the demo's theta* (1 epoch)
+    .venv/bin/python scripts/flaw_signals.py train.epochs=3             # a better-fit theta*
+
+Builds (or reuses from the cache) the demo's dataset, theta*, its 256 sampled answers, and
+gradient features of the training traces, the answers and the validation reference traces;
+then prints AUROC (overall and per flaw kind) of each candidate signal, and the query-sample
+ablation, and writes them to outputs/flaw/<overrides>.json. ifexp-bench flaws reports the
+strategies that ifexp ships; this script also tries the signals it does not ship.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from scipy.stats import spearmanr
+
+from ifexp.cli import CONF_DIR, _to_job_config
+from ifexp.evaluate.benchmarks import Problem
+from ifexp.influence.estimator import make_estimator_preconditioner
+from ifexp.influence.features import read_store
+from ifexp.influence.score import influence_matrix, influence_scores
+from ifexp.models import prepare_model
+from ifexp.pipeline import (
+    dataset_stage,
+    eval_stage,
+    features_stage,
+    model_under_test,
+    perplexity_stage,
+    query_examples,
+    read_generations,
+    sft_stage,
+)
+from ifexp.selection import auroc
+
+DEMO = ["dataset.n_train=128", "dataset.n_val=64", "train.epochs=1", "train.lr=2e-3", "queries.max_new_tokens=192"]
+
+
+def main(overrides: list[str]) -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = _to_job_config(compose(config_name="config", overrides=[*DEMO, "logger=none", *overrides]))
+    cache = Path(cfg.paths.cache_dir)
+    _, splits = dataset_stage(cfg, cache)
+    train, val = splits["train"], splits["val"]
+    base = prepare_model(cfg.model, cache)
+    theta = sft_stage(cfg, cache, cfg.model, base, train, cfg.scorer_seed)
+    problems = {"val": [Problem(e.id, e.question, e.answer) for e in val]}
+    answers = eval_stage(
+        cfg,
+        cache,
+        {"theta": model_under_test(cfg, base, theta)},
+        problems,
+        asdict(cfg.queries),
+        cfg.model.system_prompt,
+        cfg.scorer_seed,
+    )["theta"]["val"]
+    queries, correct = query_examples(read_generations(answers))
+    stores = {
+        "train": features_stage(cfg, cache, cfg.model, base, theta, train, "train"),
+        "references": features_stage(cfg, cache, cfg.model, base, theta, val, "val_references"),
+        "queries": features_stage(cfg, cache, cfg.model, base, theta, queries, "queries"),
+    }
+    train_f, ref_f, query_f = (np.array(read_store(stores[k])[1], dtype=np.float32) for k in stores)
+    flawed = np.array([bool(e.flaw) for e in train])
+    kinds = np.array([e.flaw or "" for e in train])
+    rows: dict = {"|Q_C|": int(correct.sum()), "queries": len(correct)}
+
+    def report(name: str, removal: np.ndarray) -> None:
+        per_kind = {
+            k: round(auroc(removal[(kinds == k) | ~flawed], flawed[(kinds == k) | ~flawed]), 3)
+            for k in sorted(set(kinds) - {""})
+        }
+        rows[name] = {"auroc": round(auroc(removal, flawed), 3), **per_kind}
+        print(f"{name:40s} {rows[name]}", flush=True)
+
+    perplexity = np.load(perplexity_stage(cfg, cache, base, train) / "perplexity.npy")
+    report("perplexity (base model, high removed)", perplexity)
+    preconditioner = make_estimator_preconditioner(cfg.estimator).fit(torch.from_numpy(train_f))
+    on_queries = influence_matrix(train_f, query_f, preconditioner)
+    scores = influence_scores(on_queries, correct)
+    report("high_harm: s_I", scores["s_incorrect"])
+    report("low_benefit: -s_C", -scores["s_correct"])
+    report("combined: -(r_C - r_I)", -scores["rank_score"])
+    on_references = influence_scores(influence_matrix(train_f, ref_f, preconditioner), np.ones(len(ref_f), bool))
+    report("-benefit to validation reference traces", -on_references["s_correct"])
+    on_train = influence_matrix(train_f, train_f, preconditioner)
+    report("self-influence I(d, d)", np.diag(on_train).copy())
+    report("-mean influence on the other traces", -(on_train.sum(1) - np.diag(on_train)) / (len(train_f) - 1))
+
+    sample = np.array([int(q.id.rsplit("/", 1)[1]) for q in queries])
+    rows["n_samples"] = {}
+    for n in sorted(set(sample + 1)):
+        keep = sample < n
+        sub = influence_scores(on_queries[:, keep], correct[keep])
+        has_correct = bool(correct[keep].any())
+        rows["n_samples"][int(n)] = {
+            "queries": int(keep.sum()),
+            "|Q_C|": int(correct[keep].sum()),
+            "high_harm_auroc": round(auroc(sub["s_incorrect"], flawed), 3),
+            "low_benefit_auroc": round(auroc(-sub["s_correct"], flawed), 3) if has_correct else None,
+            "combined_auroc": round(auroc(-sub["rank_score"], flawed), 3) if has_correct else None,
+            "s_incorrect_spearman_vs_all": round(float(spearmanr(sub["s_incorrect"], scores["s_incorrect"])[0]), 3),
+        }
+        print("samples per question", n, rows["n_samples"][int(n)], flush=True)
+    out = Path("outputs/flaw") / f"{'_'.join(overrides) or 'demo'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
