@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -92,3 +93,28 @@ def test_batch_size_must_divide_among_processes(tiny_model, tiny_model_cfg, smal
 def test_a_crashing_worker_is_one_line(tmp_path):
     with pytest.raises(IfexpError, match=r"^getcwd failed in a 2-process run \(exit"):
         run_sharded(os.getcwd, {"unexpected": 1}, 2)
+
+
+@pytest.mark.slow
+def test_a_whole_job_with_two_processes_selects_what_one_process_selects(easy_cot, tmp_path):
+    from conftest import EASY_TRAINING
+    from test_cli import run_ifexp
+
+    runs = {}
+    for processes in (1, 2):
+        runs[processes] = tmp_path / f"run{processes}"
+        run_ifexp(
+            "experiment=smoke",
+            *EASY_TRAINING,
+            f"dataset.path={easy_cot}",
+            "pruning=combined",
+            f"compute.num_processes={processes}",
+            f"paths.cache_dir={tmp_path}/cache{processes}",
+            f"hydra.run.dir={runs[processes]}",
+            check=True,
+        )
+    one, two = (json.loads((runs[p] / "selection.json").read_text()) for p in (1, 2))
+    assert one["removed"] == two["removed"]
+    scores = [np.genfromtxt(runs[p] / "scores.csv", delimiter=",", names=True, dtype=None) for p in (1, 2)]
+    for column in ("s_correct", "s_incorrect", "rank_score"):
+        np.testing.assert_allclose(scores[1][column], scores[0][column], rtol=1e-3, atol=1e-6)
