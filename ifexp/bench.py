@@ -215,9 +215,9 @@ def bench_features(args: argparse.Namespace) -> dict:
 
 def mean_spearman(exact: np.ndarray, approx: np.ndarray) -> float:
     """Spearman correlation of two (N, Q) score matrices, column by column, averaged over queries."""
-    from scipy.stats import spearmanr
+    from ifexp.influence.lds import column_spearman
 
-    return float(np.mean([spearmanr(exact[:, j], approx[:, j])[0] for j in range(exact.shape[1])]))
+    return float(np.mean(column_spearman(exact, approx)))
 
 
 def _median_time(fn, repeats: int = 5) -> float:
@@ -363,13 +363,10 @@ def bench_scores(args: argparse.Namespace) -> dict:
 
 def load_trained(base: str, method: str, out_dir: Path):
     """A fine-tuned model ready for gradients: the LoRA matrices (or every weight) trainable."""
-    from ifexp.models import load_model
+    from ifexp.models import load_for_gradients
 
-    if method == "full":
-        return load_model(str(out_dir / "weights")).to(device())
-    model = load_model(base, adapter=str(out_dir / "weights"))
-    for name, param in model.named_parameters():
-        param.requires_grad_("lora_" in name)
+    weights = str(out_dir / "weights")
+    model = load_for_gradients(weights) if method == "full" else load_for_gradients(base, adapter=weights)
     return model.to(device())
 
 

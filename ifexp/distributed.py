@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ifexp.schema import IfexpError
+from ifexp.schema import CHOICES, IfexpError
 
-LAUNCHERS = ("auto", "torchrun", "srun")
+LAUNCHERS = CHOICES["compute.launcher"]
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -154,6 +154,16 @@ def load_model(path: str, dtype: str = "float32", adapter: str | None = None, me
     return model
 
 
+def load_for_gradients(path: str, adapter: str | None = None):
+    """A fine-tuned model whose fine-tuned weights are the trainable ones: an adapter's LoRA
+    matrices (the base stays frozen), or every weight of a fully fine-tuned model."""
+    model = load_model(path, adapter=adapter)
+    if adapter:
+        for name, param in model.named_parameters():
+            param.requires_grad_("lora_" in name)
+    return model
+
+
 # ---------------------------------------------------------------------------------------------
 # Chat formatting: one place turns questions and traces into token ids.
 

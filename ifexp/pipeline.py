@@ -29,7 +29,7 @@ from ifexp.distributed import run_sharded
 from ifexp.evaluate.benchmarks import Problem, load_benchmark
 from ifexp.evaluate.engines import GenerationJob, generate
 from ifexp.evaluate.grading import is_correct, pass_at_1
-from ifexp.models import load_model, load_tokenizer, prepare_model, prompt_ids
+from ifexp.models import load_for_gradients, load_tokenizer, prepare_model, prompt_ids
 from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, ModelConfig, PruningConfig, TrainConfig, validate
 from ifexp.selection import Signals, flaw_detection, needed_signals, removal_scores, select
 from ifexp.train import collate, encode_examples, finetune
@@ -259,10 +259,7 @@ def extract_feature_store(
     encoded = encode_examples(tokenizer, examples, model_cfg, "truncate")
     if encoded.n_rejected:
         raise IfexpError(f"features: {encoded.n_rejected} examples have prompts longer than model.max_seq_len")
-    model = load_model(model_path, adapter=adapter)
-    if adapter:
-        for name, param in model.named_parameters():
-            param.requires_grad_("lora_" in name)
+    model = load_for_gradients(model_path, adapter)
     if torch.cuda.is_available():  # one GPU per process (LOCAL_RANK is set by torchrun / srun workers)
         model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))

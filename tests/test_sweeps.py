@@ -11,17 +11,11 @@ import yaml
 from conftest import EASY_TRAINING, REPO
 from test_cli import run_ifexp
 
-STRATEGIES = (
-    "none",
-    "random",
-    "perplexity",
-    "embedding",
-    "low_benefit",
-    "high_harm",
-    "combined",
-    "oracle",
-    "self_influence",
-)
+from ifexp.schema import CHOICES
+from ifexp.selection import INFLUENCE_STRATEGIES
+
+# tiny_all runs every strategy the schema accepts
+STRATEGIES = CHOICES["pruning.strategy"]
 
 
 def manifests(cache):
@@ -45,14 +39,16 @@ def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path
                 metrics["pass@1/gsm_symbolic"] - metrics["random_pass@1/gsm_symbolic"]
             )
         results[strategy] = {k: v for k, v in metrics.items() if "pass@1" in k or k.startswith("flaw/")}
-    for strategy in ("low_benefit", "high_harm", "combined"):
+    for strategy in INFLUENCE_STRATEGIES:
         header = (jobs[strategy] / "scores.csv").read_text().splitlines()[0]
         assert header == "example_id,s_correct,s_incorrect,rank_correct,rank_incorrect,rank_score,perplexity,kept,flaw"
         assert (jobs[strategy] / "figures" / "scores_scatter.png").is_file()
     metrics = json.loads((jobs["combined"] / "metrics.json").read_text())
     assert metrics["queries/n_correct"] > 0 and metrics["queries/n_incorrect"] > 0
     # the influence jobs share one theta*, one feature store and one score artifact
-    assert len({json.loads((jobs[s] / "metrics.json").read_text())["artifact/scores"] for s in STRATEGIES[4:7]}) == 1
+    assert (
+        len({json.loads((jobs[s] / "metrics.json").read_text())["artifact/scores"] for s in INFLUENCE_STRATEGIES}) == 1
+    )
     # self_influence reuses theta* and its training features, and needs no queries
     own = json.loads((jobs["self_influence"] / "metrics.json").read_text())
     assert own["artifact/features_train"] == metrics["artifact/features_train"] and "artifact/queries" not in own

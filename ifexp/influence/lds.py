@@ -30,9 +30,13 @@ def predicted_losses(influence: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return -masks.astype(np.float64) @ influence.astype(np.float64)
 
 
+def column_spearman(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Spearman(left[:, q], right[:, q]) for every column q of two same-shape matrices."""
+    if left.shape != right.shape:
+        raise ValueError(f"matrices of shapes {left.shape} and {right.shape} differ in shape")
+    return np.array([spearmanr(left[:, q], right[:, q])[0] for q in range(left.shape[1])])
+
+
 def linear_datamodeling_score(predicted: np.ndarray, actual: np.ndarray) -> float:
     """Mean over queries of Spearman(predicted[:, q], actual[:, q]) across the M subsets."""
-    if predicted.shape != actual.shape:
-        raise ValueError(f"predicted {predicted.shape} and actual {actual.shape} losses differ in shape")
-    per_query = [spearmanr(predicted[:, q], actual[:, q])[0] for q in range(actual.shape[1])]
-    return float(np.nanmean(per_query))
+    return float(np.nanmean(column_spearman(predicted, actual)))
