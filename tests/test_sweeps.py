@@ -79,7 +79,7 @@ def expand_sweep(name: str) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
-@pytest.mark.parametrize("sweep, n_jobs", [("paper", 72), ("transfer", 24), ("cpu_demo", 18)])
+@pytest.mark.parametrize("sweep, n_jobs", [("paper", 72), ("transfer", 24), ("cpu_demo", 21)])
 def test_every_job_of_the_named_sweeps_composes(sweep, n_jobs):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
