@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch, vllm, transformers, peft; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('environment ok: torch', torch.__version__, 'vllm', vllm.__version__)"
 	touch $(STAMP)
 
-# The CPU demo sweep (6 strategies x 3 seeds on the embedded model), then its report.
+# The CPU demo sweep (7 strategies x 3 seeds on the embedded model), then its report.
 demo: $(STAMP)
 	$(VENV)/bin/ifexp sweeps=cpu_demo
 	$(VENV)/bin/ifexp-report outputs/sweeps/cpu_demo
