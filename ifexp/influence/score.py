@@ -36,7 +36,7 @@ def influence_matrix(
     """(N_train, N_query) I(d, q), computed chunk by chunk over the training rows.
 
     query_rank r > 0 (and < Q) scores against the rank-r SVD of the preconditioned queries
-    (low-rank query batching, as Kronfluence does per module) instead of the exact queries.
+    (the across-query analogue of Kronfluence's per-module low-rank queries) instead of the exact ones.
     """
     queries = preconditioner.query_side(torch.as_tensor(np.asarray(query_features), dtype=torch.float32))
     lowrank = lowrank_queries(queries, query_rank) if 0 < query_rank < min(queries.shape) else None
