@@ -26,8 +26,8 @@ from ifexp.cli import CONF_DIR, _to_job_config
 from ifexp.evaluate.benchmarks import Problem
 from ifexp.influence.estimator import make_estimator_preconditioner
 from ifexp.influence.features import read_store
-from ifexp.influence.score import influence_matrix, influence_scores
-from ifexp.models import prepare_model
+from ifexp.influence.score import influence_matrix, influence_scores, self_influence
+from ifexp.models import load_tokenizer, prepare_model
 from ifexp.pipeline import (
     dataset_stage,
     eval_stage,
@@ -39,6 +39,7 @@ from ifexp.pipeline import (
     sft_stage,
 )
 from ifexp.selection import auroc
+from ifexp.train import encode_examples
 
 DEMO = ["dataset.n_train=128", "dataset.n_val=64", "train.epochs=1", "train.lr=2e-3", "queries.max_new_tokens=192"]
 
@@ -82,7 +83,11 @@ def main(overrides: list[str]) -> None:
 
     perplexity = np.load(perplexity_stage(cfg, cache, base, train) / "perplexity.npy")
     report("perplexity (base model, high removed)", perplexity)
-    preconditioner = make_estimator_preconditioner(cfg.estimator).fit(torch.from_numpy(train_f))
+
+    def fitted(features: np.ndarray):
+        return make_estimator_preconditioner(cfg.estimator).fit(torch.from_numpy(features))
+
+    preconditioner = fitted(train_f)
     on_queries = influence_matrix(train_f, query_f, preconditioner)
     scores = influence_scores(on_queries, correct)
     report("high_harm: s_I", scores["s_incorrect"])
@@ -93,6 +98,18 @@ def main(overrides: list[str]) -> None:
     on_train = influence_matrix(train_f, train_f, preconditioner)
     report("self-influence I(d, d)", np.diag(on_train).copy())
     report("-mean influence on the other traces", -(on_train.sum(1) - np.diag(on_train)) / (len(train_f) - 1))
+    # The Fisher estimated from more traces of the same distribution: the clean validation solutions too.
+    wider = fitted(np.concatenate([train_f, ref_f]))
+    report("self-influence, Fisher on train + references", self_influence(train_f, wider))
+    # Training weights an example by its token count (the batch loss is a sum over tokens); an
+    # example's feature is the gradient of its mean token loss, so the sum's is n_tokens times it.
+    encoded = encode_examples(load_tokenizer(base), train, cfg.model, "truncate")
+    n_tokens = np.array(
+        [len(ids) - n for ids, n in zip(encoded.input_ids, encoded.prompt_lengths, strict=True)], np.float32
+    )
+    summed = train_f * n_tokens[:, None]
+    report("self-influence of the summed token loss", self_influence(summed, fitted(summed)))
+    report("fewest response tokens", -n_tokens)
 
     sample = np.array([int(q.id.rsplit("/", 1)[1]) for q in queries])
     rows["n_samples"] = {}
