@@ -32,7 +32,7 @@ from ifexp.evaluate.grading import is_correct, pass_at_1
 from ifexp.models import load_for_gradients, load_tokenizer, prepare_model, prompt_ids
 from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, ModelConfig, PruningConfig, TrainConfig, validate
 from ifexp.selection import Signals, flaw_detection, needed_signals, removal_scores, select
-from ifexp.train import collate, encode_examples, finetune
+from ifexp.train import collate, encode_examples, finetune, line_break_ids
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,8 @@ def features_stage(
         "max_seq_len": model_cfg.max_seq_len,
         "system_prompt": model_cfg.system_prompt,
     }
+    if est.loss_weighting != "token_mean":  # in the key only when set: older stores keep their keys
+        key["loss_weighting"] = est.loss_weighting
 
     model_path, adapter = model_under_test(cfg, base, sft_dir)
     kwargs = dict(
@@ -264,12 +266,13 @@ def extract_feature_store(
         model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
     projector = make_projector(est, model)
+    step_ends = line_break_ids(tokenizer) if est.loss_weighting == "step_mean" else None
     try:
         features, losses = extract_features(
             model,
             rows,
             projector,
-            lambda b: collate(b, tokenizer.pad_token_id),
+            lambda b: collate(b, tokenizer.pad_token_id, step_ends),
             est.batch_size,
             desc=f"features [{split_key}]",
             compute_dtype=est.compute_dtype,

@@ -121,6 +121,9 @@ class EstimatorConfig:
     compute_dtype: str = "float32"
     # 0: exact scores; r > 0: the preconditioned query features compressed to rank r by SVD
     query_rank: int = 0
+    # the loss whose gradient is an example's feature: token_mean (every response token counts the
+    # same, as in training) | step_mean (every line of the trace counts the same: docs/results.md)
+    loss_weighting: str = "token_mean"
     seed: int = 0
 
 
@@ -216,6 +219,7 @@ CHOICES = {
     "estimator.preconditioner": ("grad_dot", "grad_cos", "proj_fisher", "kfac"),
     "estimator.store_dtype": ("float32", "float16"),
     "estimator.compute_dtype": ("float32", "bfloat16"),
+    "estimator.loss_weighting": ("token_mean", "step_mean"),
     "logger.mode": ("offline", "online"),
     "compute.launcher": ("auto", "torchrun", "srun"),
     "pruning.strategy": (

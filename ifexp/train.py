@@ -49,21 +49,58 @@ def encode_examples(tokenizer, examples: list[Example], model_cfg: ModelConfig, 
     return EncodedSet(input_ids, prompt_lengths, n_truncated, n_rejected)
 
 
-def collate(rows: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+def line_break_ids(tokenizer) -> frozenset[int]:
+    """The ids of every token whose text contains a line break (they end a reasoning step)."""
+    return frozenset(i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i]))
+
+
+def step_mean_weights(response_ids: list[int], step_end_ids: frozenset[int]) -> list[float]:
+    """Each response token's weight when every reasoning step counts the same in the loss.
+
+    A step is a line: it ends at a token containing a line break (the last of a run of them, so
+    a blank line is no step of its own), the last one at the end of the response. Each of the S
+    steps weighs 1/S, shared equally by its tokens; the weights sum to 1. The mean token loss
+    would let the long steps drown a short one, such as a wrong `#### N`.
+    """
+    steps, start = [], 0
+    for position, token in enumerate(response_ids):
+        next_token = response_ids[position + 1] if position + 1 < len(response_ids) else None
+        if token in step_end_ids and next_token not in step_end_ids:
+            steps.append((start, position + 1))
+            start = position + 1
+    if start < len(response_ids):
+        steps.append((start, len(response_ids)))
+    weights = [0.0] * len(response_ids)
+    for first, stop in steps:
+        for position in range(first, stop):
+            weights[position] = 1.0 / (len(steps) * (stop - first))
+    return weights
+
+
+def collate(
+    rows: list[tuple[list[int], int]], pad_id: int, step_end_ids: frozenset[int] | None = None
+) -> dict[str, torch.Tensor]:
     """Right-padded batch; labels are -100 on the prompt and on padding.
 
     The pad id equals the end-of-turn id for ChatML models, so the mask comes from the lengths,
-    never from comparing with the pad id.
+    never from comparing with the pad id. With step_end_ids the batch also carries
+    `token_weights` (step_mean_weights, aligned with labels) for per_example_losses.
     """
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    token_weights = torch.zeros((len(rows), width), dtype=torch.float32)
     for row, (ids, n_prompt) in enumerate(rows):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention_mask[row, : len(ids)] = 1
         labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if step_end_ids is not None:
+            token_weights[row, n_prompt : len(ids)] = torch.tensor(step_mean_weights(ids[n_prompt:], step_end_ids))
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if step_end_ids is not None:
+        batch["token_weights"] = token_weights
+    return batch
 
 
 class LengthGroupedBatches:

@@ -32,6 +32,7 @@ def test_cfg_job_prints_the_composed_config():
         ("train.lr=abc", "Value 'abc' of type 'str' could not be converted to Float full_key: train.lr"),
         ("train.lrr=1", "Key 'lrr' not in 'TrainConfig'"),
         ("engine.name=foo", "engine.name='foo': expected one of vllm, hf"),
+        ("estimator.loss_weighting=lines", "estimator.loss_weighting='lines': expected one of token_mean, step_mean"),
         ("dataset=jsonl", "dataset=jsonl needs dataset.path=FILE"),
     ],
 )

@@ -33,3 +33,29 @@ def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path,
     # A different preconditioner shares the store; a different projection does not.
     shared = replace(cfg, estimator=replace(cfg.estimator, preconditioner="grad_dot"))
     assert features_stage(shared, tmp_path, shared.model, tiny_model, sft_dir, splits["train"], "train") == first
+
+
+def test_step_mean_features_are_a_store_of_their_own(tiny_model, tiny_model_cfg, tmp_path):
+    cfg = JobConfig(
+        model=tiny_model_cfg,
+        dataset=DatasetConfig(n_train=8, n_val=4, n_test=4),
+        train=TrainConfig(max_steps=2, batch_size=4, lr=1e-2),
+        estimator=EstimatorConfig(projection="sjlt", k=256, batch_size=4),
+    )
+    _, splits = dataset_stage(cfg, tmp_path)
+    sft_dir = sft_stage(cfg, tmp_path, cfg.model, tiny_model, splits["train"], cfg.seed)
+    stores = {
+        weighting: features_stage(
+            replace(cfg, estimator=replace(cfg.estimator, loss_weighting=weighting)),
+            tmp_path,
+            cfg.model,
+            tiny_model,
+            sft_dir,
+            splits["train"],
+            "train",
+        )
+        for weighting in ("token_mean", "step_mean")
+    }
+    assert stores["token_mean"] != stores["step_mean"]
+    token_mean, step_mean = (np.asarray(read_store(store)[1]) for store in stores.values())
+    assert token_mean.shape == step_mean.shape and not np.allclose(token_mean, step_mean)

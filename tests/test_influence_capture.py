@@ -137,3 +137,49 @@ def test_bfloat16_autocast_gradients_agree_with_float32(lora_model_and_batch):
     assert any(g.dtype == torch.bfloat16 for g in recorder.output_grads.values())  # autocast really ran
     cosine = torch.nn.functional.cosine_similarity(flat["float32"], flat["bfloat16"], dim=1)
     assert (cosine > 0.98).all(), cosine
+
+
+def test_step_mean_weights_give_every_line_the_same_mass():
+    from ifexp.train import step_mean_weights
+
+    line_break = frozenset({9})
+    weights = step_mean_weights([1, 9, 2, 3, 9, 4], line_break)  # steps [1 9] [2 3 9] [4]
+    assert weights == pytest.approx([1 / 6, 1 / 6, 1 / 9, 1 / 9, 1 / 9, 1 / 3])
+    assert sum(weights) == pytest.approx(1.0)
+    assert step_mean_weights([5, 6, 7, 8], line_break) == pytest.approx([0.25] * 4)  # one line: the token mean
+    assert step_mean_weights([1, 9], line_break) == pytest.approx([0.5, 0.5])  # a trailing break ends the last step
+    assert step_mean_weights([1, 9, 9, 2], line_break) == pytest.approx([1 / 6] * 3 + [1 / 2])  # a blank line
+
+
+def test_step_mean_gradient_is_the_mean_of_the_lines_gradients(lora_model_and_batch, tiny_model):
+    """One backward pass with step weights = the average over the trace's lines of the gradient of
+    each line's mean token loss, each taken alone on the input cut after that line (causal model)."""
+    from ifexp.train import line_break_ids, step_mean_weights
+
+    model, rows, pad_id = lora_model_and_batch
+    step_ends = line_break_ids(load_tokenizer(tiny_model))
+    layers = trainable_linears(model)
+    ids, n_prompt = max(rows, key=lambda row: sum(t in step_ends for t in row[0][row[1] :]))
+    response = ids[n_prompt:]
+    line_ends = [n_prompt + i + 1 for i, t in enumerate(response) if t in step_ends]
+    line_ends += [len(ids)] if line_ends[-1] != len(ids) else []
+    assert len(line_ends) >= 3  # the test means something only with several lines
+
+    recorder = LayerRecorder(layers)
+    forward_backward(model, recorder, collate([(ids, n_prompt)], pad_id, step_ends))
+    weighted = per_example_gradients(recorder)
+    line_rows = [(ids[:stop], start) for start, stop in zip([n_prompt, *line_ends[:-1]], line_ends, strict=True)]
+    forward_backward(model, recorder, collate(line_rows, pad_id))
+    per_line = per_example_gradients(recorder)
+    for name in layers:
+        torch.testing.assert_close(weighted[name][0], per_line[name].mean(dim=0), rtol=1e-4, atol=1e-7)
+
+    # with no line break at all the weights are the token mean: the default loss, unchanged
+    forward_backward(model, recorder, collate([(ids, n_prompt)], pad_id, frozenset()))
+    unweighted = LayerRecorder(layers)
+    forward_backward(model, unweighted, collate([(ids, n_prompt)], pad_id))
+    for name in layers:
+        torch.testing.assert_close(
+            per_example_gradients(recorder)[name], per_example_gradients(unweighted)[name], rtol=1e-5, atol=1e-8
+        )
+    assert sum(step_mean_weights(response, step_ends)) == pytest.approx(1.0)

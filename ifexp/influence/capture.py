@@ -6,7 +6,8 @@ the *sum* of per-example losses gives every example's g (examples do not interac
 hooks record x and g for the whole batch and the per-example gradients follow by an einsum,
 or, projected, without ever forming them (see project.KroneckerProjector).
 
-An example's loss is its mean token cross-entropy over response tokens (labels != -100).
+An example's loss is its mean token cross-entropy over response tokens (labels != -100), or,
+with token weights (estimator.loss_weighting=step_mean), a weighted sum of its token losses.
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ def trainable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     }
 
 
-def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B,) mean cross-entropy over each example's response tokens (next-token shifted)."""
+def per_example_losses(
+    logits: torch.Tensor, labels: torch.Tensor, token_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B,) mean cross-entropy over each example's response tokens (next-token shifted).
+
+    token_weights (B, T), aligned with labels and zero off the response: the weighted sum of the
+    token losses instead of their mean.
+    """
     shifted_logits = logits[:, :-1].float()
     shifted_labels = labels[:, 1:]
     token_losses = nn.functional.cross_entropy(
@@ -41,6 +48,8 @@ def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     n_tokens = (shifted_labels != IGNORE_INDEX).sum(dim=1)
     if (n_tokens == 0).any():
         raise ValueError("an example has no response tokens: its loss is undefined")
+    if token_weights is not None:
+        return (token_losses * token_weights[:, 1:]).sum(dim=1)
     return token_losses.sum(dim=1) / n_tokens
 
 
@@ -95,7 +104,7 @@ def forward_backward(
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=compute_dtype == "bfloat16")
     with recorder.watching(), autocast:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        losses = per_example_losses(logits, batch["labels"])
+        losses = per_example_losses(logits, batch["labels"], batch.get("token_weights"))
         # Gradients of the sum: each example's output gradients are those of its own loss.
         params = [layer.weight for layer in recorder.layers.values()]
         torch.autograd.backward(losses.sum(), inputs=params)
