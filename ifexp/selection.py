@@ -140,6 +140,17 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def flaw_aurocs(scores: np.ndarray, flaw: list[str]) -> dict[str, float]:
+    """AUROC of a removal score at finding the flawed examples: `all`, and each kind against the
+    clean examples only."""
+    flawed = np.asarray([bool(f) for f in flaw])
+    out = {"all": auroc(scores, flawed)}
+    for kind in sorted({f for f in flaw if f}):
+        clean_or_kind = (np.asarray(flaw) == kind) | ~flawed
+        out[kind] = auroc(scores[clean_or_kind], flawed[clean_or_kind])
+    return out
+
+
 def flaw_detection(kept: np.ndarray, scores: np.ndarray | None, flaw: list[str]) -> dict[str, float]:
     """Precision and recall of the removed set at finding flawed examples (+ AUROC, per kind)."""
     flawed = np.asarray([bool(f) for f in flaw])
@@ -151,13 +162,11 @@ def flaw_detection(kept: np.ndarray, scores: np.ndarray | None, flaw: list[str])
         "flaw/precision": hits / removed.sum() if removed.any() else float("nan"),
         "flaw/recall": hits / flawed.sum(),
     }
-    if scores is not None:
-        out["flaw/auroc"] = auroc(scores, flawed)
     for kind in sorted({f for f in flaw if f}):
         of_kind = np.asarray([f == kind for f in flaw])
         out[f"flaw/recall/{kind}"] = int((removed & of_kind).sum()) / int(of_kind.sum())
-        if scores is not None:
-            # this kind against the clean examples only
-            clean_or_kind = of_kind | ~flawed
-            out[f"flaw/auroc/{kind}"] = auroc(scores[clean_or_kind], of_kind[clean_or_kind])
+    if scores is not None:
+        aurocs = flaw_aurocs(scores, flaw)
+        out["flaw/auroc"] = aurocs.pop("all")
+        out.update({f"flaw/auroc/{kind}": value for kind, value in aurocs.items()})
     return out

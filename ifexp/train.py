@@ -54,13 +54,11 @@ def line_break_ids(tokenizer) -> frozenset[int]:
     return frozenset(i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i]))
 
 
-def step_mean_weights(response_ids: list[int], step_end_ids: frozenset[int]) -> list[float]:
-    """Each response token's weight when every reasoning step counts the same in the loss.
+def step_spans(response_ids: list[int], step_end_ids: frozenset[int]) -> list[tuple[int, int]]:
+    """(start, stop) of each reasoning step of a response: a step is a line.
 
-    A step is a line: it ends at a token containing a line break (the last of a run of them, so
-    a blank line is no step of its own), the last one at the end of the response. Each of the S
-    steps weighs 1/S, shared equally by its tokens; the weights sum to 1. The mean token loss
-    would let the long steps drown a short one, such as a wrong `#### N`.
+    A line ends at a token containing a line break (the last of a run of them, so a blank line is
+    no step of its own); the last line ends with the response.
     """
     steps, start = [], 0
     for position, token in enumerate(response_ids):
@@ -70,6 +68,16 @@ def step_mean_weights(response_ids: list[int], step_end_ids: frozenset[int]) -> 
             start = position + 1
     if start < len(response_ids):
         steps.append((start, len(response_ids)))
+    return steps
+
+
+def step_mean_weights(response_ids: list[int], step_end_ids: frozenset[int]) -> list[float]:
+    """Each response token's weight when every reasoning step counts the same in the loss.
+
+    Each of the S steps (step_spans) weighs 1/S, shared equally by its tokens; the weights sum
+    to 1. The mean token loss would let the long steps drown a short one, such as a wrong `#### N`.
+    """
+    steps = step_spans(response_ids, step_end_ids)
     weights = [0.0] * len(response_ids)
     for first, stop in steps:
         for position in range(first, stop):

@@ -38,7 +38,7 @@ from ifexp.pipeline import (
     read_generations,
     sft_stage,
 )
-from ifexp.selection import auroc
+from ifexp.selection import auroc, flaw_aurocs
 from ifexp.train import encode_examples
 
 DEMO = ["dataset.n_train=128", "dataset.n_val=64", "train.epochs=1", "train.lr=2e-3", "queries.max_new_tokens=192"]
@@ -70,16 +70,13 @@ def main(overrides: list[str]) -> None:
     }
     train_f, ref_f, query_f = (np.array(read_store(stores[k])[1], dtype=np.float32) for k in stores)
     flawed = np.array([bool(e.flaw) for e in train])
-    kinds = np.array([e.flaw or "" for e in train])
+    flaws = [e.flaw for e in train]
     rows: dict = {"|Q_C|": int(correct.sum()), "queries": len(correct)}
 
     def report(name: str, removal: np.ndarray) -> None:
-        per_kind = {
-            k: round(auroc(removal[(kinds == k) | ~flawed], flawed[(kinds == k) | ~flawed]), 3)
-            for k in sorted(set(kinds) - {""})
-        }
-        rows[name] = {"auroc": round(auroc(removal, flawed), 3), **per_kind}
-        print(f"{name:40s} {rows[name]}", flush=True)
+        aurocs = {kind: round(value, 3) for kind, value in flaw_aurocs(removal, flaws).items()}
+        rows[name] = {"auroc": aurocs.pop("all"), **aurocs}
+        print(f"{name:45s} {rows[name]}", flush=True)
 
     perplexity = np.load(perplexity_stage(cfg, cache, base, train) / "perplexity.npy")
     report("perplexity (base model, high removed)", perplexity)

@@ -140,9 +140,10 @@ def test_bfloat16_autocast_gradients_agree_with_float32(lora_model_and_batch):
 
 
 def test_step_mean_weights_give_every_line_the_same_mass():
-    from ifexp.train import step_mean_weights
+    from ifexp.train import step_mean_weights, step_spans
 
     line_break = frozenset({9})
+    assert step_spans([1, 2, 9, 3, 4, 9], line_break) == [(0, 3), (3, 6)]
     weights = step_mean_weights([1, 9, 2, 3, 9, 4], line_break)  # steps [1 9] [2 3 9] [4]
     assert weights == pytest.approx([1 / 6, 1 / 6, 1 / 9, 1 / 9, 1 / 9, 1 / 3])
     assert sum(weights) == pytest.approx(1.0)
