@@ -78,7 +78,7 @@ def benchmark_rows(base: str, model_cfg: ModelConfig, n: int, seed: int = 12345)
     encoded = encode_examples(
         load_tokenizer(base), gsm_symbolic_examples(n + n // 4 + 10, seed=seed), model_cfg, "truncate"
     )
-    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    rows = encoded.rows()
     if len(rows) < n:
         raise SystemExit(f"ifexp-bench: error: only {len(rows)} examples fit --seq-len {model_cfg.max_seq_len}")
     return rows[:n]
@@ -117,7 +117,7 @@ def bench_features(args: argparse.Namespace) -> dict:
     # extra examples: a few may be dropped when the prompt alone exceeds --seq-len
     examples = gsm_symbolic_examples(2 * args.n_examples + 10, seed=12345)
     encoded = encode_examples(tokenizer, examples, model_cfg, "truncate")
-    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    rows = encoded.rows()
     warmup_rows, rows = rows[:2], rows[2 : 2 + args.n_examples]
     pad = tokenizer.pad_token_id
     batches = [on_device(collate(rows[i : i + args.batch_size], pad)) for i in range(0, len(rows), args.batch_size)]
@@ -408,7 +408,7 @@ def bench_lds(args: argparse.Namespace) -> dict:
     encoded = encode_examples(tokenizer, train + queries, model_cfg, "truncate")
     if encoded.n_rejected:
         raise SystemExit(f"ifexp-bench: error: {encoded.n_rejected} prompts exceed --seq-len {args.seq_len}")
-    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    rows = encoded.rows()
     train_rows, query_rows = rows[: args.n_train], rows[args.n_train :]
     pad = tokenizer.pad_token_id
 

@@ -264,7 +264,7 @@ def extract_feature_store(
     model = load_for_gradients(model_path, adapter)
     if torch.cuda.is_available():  # one GPU per process (LOCAL_RANK is set by torchrun / srun workers)
         model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
-    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    rows = encoded.rows()
     projector = make_projector(est, model)
     step_ends = line_break_ids(tokenizer) if est.loss_weighting == "step_mean" else None
     try:

@@ -27,7 +27,7 @@ def perplexities(
         raise IfexpError(f"perplexity: {encoded.n_rejected} examples have prompts longer than model.max_seq_len")
     model = load_model(model_path, adapter=adapter)
     model.eval()
-    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    rows = encoded.rows()
     # batch by length: less padding, same per-example losses
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     losses = np.empty(len(rows), dtype=np.float64)

@@ -29,6 +29,10 @@ class EncodedSet:
     n_truncated: int
     n_rejected: int
 
+    def rows(self) -> list[tuple[list[int], int]]:
+        """(input_ids, n_prompt_tokens) per example: what collate batches."""
+        return list(zip(self.input_ids, self.prompt_lengths, strict=True))
+
 
 def encode_examples(tokenizer, examples: list[Example], model_cfg: ModelConfig, overlong: str) -> EncodedSet:
     """Token ids of every example; over-long ones truncated or dropped (and counted)."""
@@ -201,7 +205,7 @@ def finetune(
         model = apply_lora(model, model_cfg, train_cfg)
     model.train()
 
-    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    rows = encoded.rows()
     lengths = [len(ids) for ids in encoded.input_ids]
     loader = torch.utils.data.DataLoader(
         rows,

@@ -101,9 +101,7 @@ def main(overrides: list[str]) -> None:
     # Training weights an example by its token count (the batch loss is a sum over tokens); an
     # example's feature is the gradient of its mean token loss, so the sum's is n_tokens times it.
     encoded = encode_examples(load_tokenizer(base), train, cfg.model, "truncate")
-    n_tokens = np.array(
-        [len(ids) - n for ids, n in zip(encoded.input_ids, encoded.prompt_lengths, strict=True)], np.float32
-    )
+    n_tokens = np.array([len(ids) - n for ids, n in encoded.rows()], np.float32)
     summed = train_f * n_tokens[:, None]
     report("self-influence of the summed token loss", self_influence(summed, fitted(summed)))
     report("fewest response tokens", -n_tokens)

@@ -46,7 +46,7 @@ def main(overrides: list[str]) -> None:
     step_ends = line_break_ids(tokenizer)
     encoded = encode_examples(tokenizer, train, cfg.model, "truncate")
     rows, owner, is_last = [], [], []
-    for index, (ids, n_prompt) in enumerate(zip(encoded.input_ids, encoded.prompt_lengths, strict=True)):
+    for index, (ids, n_prompt) in enumerate(encoded.rows()):
         spans = step_spans(ids[n_prompt:], step_ends)
         for number, (start, stop) in enumerate(spans):
             rows.append((ids[: n_prompt + stop], n_prompt + start))  # causal: the cut changes no loss of the line

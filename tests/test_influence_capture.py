@@ -20,7 +20,7 @@ def lora_model_and_batch(tiny_model, tiny_model_cfg, small_splits):
             torch.nn.init.normal_(param, std=0.05)
     tokenizer = load_tokenizer(tiny_model)
     encoded = encode_examples(tokenizer, small_splits["train"][:5], tiny_model_cfg, "truncate")
-    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    rows = encoded.rows()
     assert len({len(ids) for ids, _ in rows}) > 1  # variable lengths: padding is exercised
     return model, rows, tokenizer.pad_token_id
 

@@ -33,7 +33,7 @@ def test_influence_agrees_with_leave_one_out_retraining(tiny_model):
 
     def rows_of(examples):
         encoded = encode_examples(tokenizer, examples, model_cfg, "truncate")
-        return list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+        return encoded.rows()
 
     train_rows, query_rows = rows_of(splits["train"]), rows_of(splits["val"])
     assert len(train_rows) >= 15 and len(query_rows) >= 5

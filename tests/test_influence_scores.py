@@ -57,7 +57,7 @@ def test_sign_positive_influence_means_training_on_d_lowers_loss_on_q(
     model = model.double()
     tokenizer = load_tokenizer(tiny_model)
     encoded = encode_examples(tokenizer, small_splits["train"][:6], tiny_model_cfg, "truncate")
-    rows = list(zip(encoded.input_ids, encoded.prompt_lengths, strict=True))
+    rows = encoded.rows()
     layers = trainable_linears(model)
     projector = ExactProjector({n: tuple(m.weight.shape) for n, m in layers.items()})
     features, _ = extract_features(model, rows, projector, lambda b: collate(b, tokenizer.pad_token_id), batch_size=4)
