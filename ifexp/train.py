@@ -102,15 +102,15 @@ def collate(
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    token_weights = torch.zeros((len(rows), width), dtype=torch.float32)
     for row, (ids, n_prompt) in enumerate(rows):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention_mask[row, : len(ids)] = 1
         labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-        if step_end_ids is not None:
-            token_weights[row, n_prompt : len(ids)] = torch.tensor(step_mean_weights(ids[n_prompt:], step_end_ids))
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    if step_end_ids is not None:
+    if step_end_ids is not None:  # only feature extraction asks: training batches stay as they were
+        token_weights = torch.zeros((len(rows), width), dtype=torch.float32)
+        for row, (ids, n_prompt) in enumerate(rows):
+            token_weights[row, n_prompt : len(ids)] = torch.tensor(step_mean_weights(ids[n_prompt:], step_end_ids))
         batch["token_weights"] = token_weights
     return batch
 

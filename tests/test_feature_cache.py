@@ -10,15 +10,20 @@ from ifexp.pipeline import dataset_stage, features_stage, sft_stage
 from ifexp.schema import DatasetConfig, EstimatorConfig, JobConfig, TrainConfig
 
 
-def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path, monkeypatch):
+def fine_tuned(tiny_model: str, tiny_model_cfg, cache_dir, n_train: int):
+    """(job config, splits, theta*'s sft artifact) of a 2-step fine-tuning on n_train examples."""
     cfg = JobConfig(
         model=tiny_model_cfg,
-        dataset=DatasetConfig(n_train=12, n_val=4, n_test=4),
+        dataset=DatasetConfig(n_train=n_train, n_val=4, n_test=4),
         train=TrainConfig(max_steps=2, batch_size=4, lr=1e-2),
         estimator=EstimatorConfig(projection="sjlt", k=256, batch_size=4),
     )
-    data_dir, splits = dataset_stage(cfg, tmp_path)
-    sft_dir = sft_stage(cfg, tmp_path, cfg.model, tiny_model, splits["train"], cfg.seed)
+    _, splits = dataset_stage(cfg, cache_dir)
+    return cfg, splits, sft_stage(cfg, cache_dir, cfg.model, tiny_model, splits["train"], cfg.seed)
+
+
+def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path, monkeypatch):
+    cfg, splits, sft_dir = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=12)
     first = features_stage(cfg, tmp_path, cfg.model, tiny_model, sft_dir, splits["train"], "train")
     ids, features = read_store(first)
     assert ids == [e.id for e in splits["train"]] and features.shape == (12, 256)
@@ -36,14 +41,7 @@ def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path,
 
 
 def test_step_mean_features_are_a_store_of_their_own(tiny_model, tiny_model_cfg, tmp_path):
-    cfg = JobConfig(
-        model=tiny_model_cfg,
-        dataset=DatasetConfig(n_train=8, n_val=4, n_test=4),
-        train=TrainConfig(max_steps=2, batch_size=4, lr=1e-2),
-        estimator=EstimatorConfig(projection="sjlt", k=256, batch_size=4),
-    )
-    _, splits = dataset_stage(cfg, tmp_path)
-    sft_dir = sft_stage(cfg, tmp_path, cfg.model, tiny_model, splits["train"], cfg.seed)
+    cfg, splits, sft_dir = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=8)
     stores = {
         weighting: features_stage(
             replace(cfg, estimator=replace(cfg.estimator, loss_weighting=weighting)),

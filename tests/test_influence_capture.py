@@ -155,21 +155,20 @@ def test_step_mean_weights_give_every_line_the_same_mass():
 def test_step_mean_gradient_is_the_mean_of_the_lines_gradients(lora_model_and_batch, tiny_model):
     """One backward pass with step weights = the average over the trace's lines of the gradient of
     each line's mean token loss, each taken alone on the input cut after that line (causal model)."""
-    from ifexp.train import line_break_ids, step_mean_weights
+    from ifexp.train import line_break_ids, step_mean_weights, step_spans
 
     model, rows, pad_id = lora_model_and_batch
     step_ends = line_break_ids(load_tokenizer(tiny_model))
     layers = trainable_linears(model)
-    ids, n_prompt = max(rows, key=lambda row: sum(t in step_ends for t in row[0][row[1] :]))
+    ids, n_prompt = max(rows, key=lambda row: len(step_spans(row[0][row[1] :], step_ends)))
     response = ids[n_prompt:]
-    line_ends = [n_prompt + i + 1 for i, t in enumerate(response) if t in step_ends]
-    line_ends += [len(ids)] if line_ends[-1] != len(ids) else []
-    assert len(line_ends) >= 3  # the test means something only with several lines
+    spans = step_spans(response, step_ends)
+    assert len(spans) >= 3  # the test means something only with several lines
 
     recorder = LayerRecorder(layers)
     forward_backward(model, recorder, collate([(ids, n_prompt)], pad_id, step_ends))
     weighted = per_example_gradients(recorder)
-    line_rows = [(ids[:stop], start) for start, stop in zip([n_prompt, *line_ends[:-1]], line_ends, strict=True)]
+    line_rows = [(ids[: n_prompt + stop], n_prompt + start) for start, stop in spans]
     forward_backward(model, recorder, collate(line_rows, pad_id))
     per_line = per_example_gradients(recorder)
     for name in layers:
