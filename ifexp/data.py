@@ -1,8 +1,12 @@
 """Chain-of-thought training data: the JSONL contract, the embedded gsm_symbolic generator,
 deliberately flawed traces with ground-truth labels, and train/validation/test splits.
 
-One answer convention is shared by training targets, prompts and graders: the trace ends with
-a line `#### <answer>`.
+A user's trace (jsonl or hub) is trained on exactly as given: ifexp never edits it. Whether its
+own final answer matches the gold `answer` is a per-example signal
+(`ifexp.evaluate.grading.check_trace_answers`), read with the dataset's `answer_format`; a wrong
+or missing final answer is counted and reported, never corrected. The prompt asks for a final
+line `#### <answer>`, and the embedded generator's traces end with one; `answer_line` says which
+line of a text that is (the last `####` line that is not a Markdown heading such as `#### Step 1`).
 """
 
 from __future__ import annotations
@@ -34,10 +38,29 @@ def user_message(question: str) -> str:
     return f"{question.strip()}\n{INSTRUCTION}"
 
 
-def with_final_answer(cot: str, answer: str) -> str:
-    """The trace with exactly one final `#### answer` line (replacing any the source had)."""
-    lines = [line for line in cot.strip().splitlines() if not line.strip().startswith(ANSWER_MARK)]
-    return "\n".join(lines).rstrip() + f"\n{ANSWER_MARK} {answer}"
+def _is_heading(line: str) -> bool:
+    """`#### Step 1`, `#### **Solution**`: a line that opens with the mark and then a word."""
+    stripped = line.lstrip()
+    if not stripped.startswith(ANSWER_MARK):
+        return False
+    text = stripped.lstrip("#").strip().lstrip("*_")
+    return bool(text) and text[0].isalpha()
+
+
+def answer_line(lines: list[str]) -> int | None:
+    """Index of the `####` answer line among a text's lines, None when it has none.
+
+    The answer line is the last line holding `####` that is not a Markdown heading. A heading is
+    a line that opens with `####` and a word (`#### Step 1`, `#### Solution`) and has more text
+    after it; as the last non-empty line, `#### yes` or `#### A` is an answer.
+    """
+    followed = False  # is there a non-empty line after the current one?
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if ANSWER_MARK in line and not (followed and _is_heading(line)):
+            return index
+        followed = followed or bool(line.strip())
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,11 +125,25 @@ def gsm_symbolic_examples(n: int, seed: int, id_prefix: str = "gsm") -> list[Exa
             continue
         seen_questions.add(question)
         answer = str(item["answer"]).strip()
-        cot = with_final_answer(item["metadata"]["answer_cot"], answer)
+        cot = _with_final_answer(item["metadata"]["answer_cot"], answer)
         examples.append(Example(f"{id_prefix}-{seed}-{index}", question, cot, answer))
         if len(examples) == n:
             return examples
     raise IfexpError(f"gsm_symbolic: could only generate {len(examples)} distinct problems, asked for {n}")
+
+
+def _with_final_answer(cot: str, answer: str) -> str:
+    """The generator's own trace with its final line written as the gold answer.
+
+    reasoning-gym's answer_cot already ends in `#### N`, but sometimes as `#### 8.0` for the
+    answer `8`: the trace we train on ends with the answer exactly as graded. Only for the
+    embedded generator: a user's trace is never edited.
+    """
+    lines = cot.strip().splitlines()
+    index = answer_line(lines)
+    if index is not None:
+        del lines[index]
+    return "\n".join(lines).rstrip() + f"\n{ANSWER_MARK} {answer}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +167,10 @@ def _wrong_number(value: str, rng: random.Random) -> str:
 
 
 def _reasoning_lines(cot: str) -> list[str]:
-    return [line for line in cot.splitlines() if not line.strip().startswith(ANSWER_MARK)]
+    """The trace without its `####` answer line (Markdown headings stay)."""
+    lines = cot.splitlines()
+    index = answer_line(lines)
+    return lines if index is None else lines[:index] + lines[index + 1 :]
 
 
 def corrupt(example: Example, kind: str, rng: random.Random, donor: Example | None = None) -> Example:
@@ -211,8 +251,8 @@ def build_splits(cfg: DatasetConfig) -> dict[str, list[Example]]:
         val = pool[cfg.n_train : cfg.n_train + cfg.n_val]
         test = pool[cfg.n_train + cfg.n_val :]
     elif cfg.source in ("jsonl", "hub"):
+        # The user's traces exactly as given: a wrong or missing final answer is evidence, not a typo.
         examples = read_jsonl(cfg.path) if cfg.source == "jsonl" else hub_examples(cfg)
-        examples = [Example(e.id, e.question, with_final_answer(e.cot, e.answer), e.answer, e.flaw) for e in examples]
         rng = random.Random(cfg.data_seed)
         if cfg.val_path:
             val = read_jsonl(cfg.val_path)

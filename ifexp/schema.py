@@ -45,6 +45,10 @@ class DatasetConfig:
     question_field: str = "question"
     cot_field: str = "solution"
     answer_field: str = "answer"
+    # How a final answer is read from a trace or a generation (ifexp.evaluate.grading): hash (the
+    # last `####` line that is not a Markdown heading) | boxed (the last \boxed{}) | last_number |
+    # auto (hash, else boxed, else the last number). Traces are never edited to fit it.
+    answer_format: str = "auto"
     n_train: int = 300
     n_val: int = 64
     n_test: int = 100
@@ -209,6 +213,7 @@ class IfexpError(Exception):
 CHOICES = {
     "model.source": ("gguf", "tiny", "hub"),
     "dataset.source": ("gsm_symbolic", "jsonl", "hub"),
+    "dataset.answer_format": ("auto", "hash", "boxed", "last_number"),
     "train.method": ("lora", "full"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
     "train.overlong": ("truncate", "reject"),

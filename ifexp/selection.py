@@ -32,6 +32,8 @@ class Signals:
     perplexity: np.ndarray | None = None
     # embedding removal score: distance to the validation centroid, or redundancy
     embedding: np.ndarray | None = None
+    # does the trace's own final answer match the gold answer (grading.check_trace_answers)
+    trace_answer_correct: np.ndarray | None = None
     n_correct_queries: int = 0
     n_incorrect_queries: int = 0
 

@@ -3,19 +3,22 @@ import random
 
 import pytest
 
+import ifexp.data
 from ifexp.data import (
     ANSWER_MARK,
     FLAW_KINDS,
     Example,
+    _with_final_answer,
+    answer_line,
     build_splits,
     corrupt,
     gsm_symbolic_examples,
     inject_flaws,
     read_jsonl,
-    with_final_answer,
     write_jsonl,
 )
-from ifexp.schema import DatasetConfig, IfexpError
+from ifexp.evaluate.grading import check_trace_answers
+from ifexp.schema import DatasetConfig, IfexpError, JobConfig, validate
 
 
 def write_lines(path, lines):
@@ -56,9 +59,76 @@ def test_missing_file(tmp_path):
         read_jsonl(tmp_path / "nope.jsonl")
 
 
-def test_with_final_answer_replaces_existing_mark():
-    assert with_final_answer("a\nb\n#### 3", "4") == "a\nb\n#### 4"
-    assert with_final_answer("so it is 5.", "5").endswith(f"\n{ANSWER_MARK} 5")
+# A user's traces as the file has them: a wrong final answer, a Markdown heading, a cut-off
+# trace, trailing whitespace. None of them may be rewritten.
+USER_TRACES = {
+    "wrong": ("Two twenties and one more: 20 + 20 + 1 = 41\n#### 41", "42"),
+    "heading": ("#### Step 1\n6 * 7 = 42\n#### 42", "42"),
+    "heading_only": ("#### Step 1\n6 * 7 = 42", "42"),
+    "truncated": ("We start with 20 apples.\nThen we", "42"),
+    "spaces": ("  6 * 7 = 42  \n#### 42\n\n", "42"),
+}
+
+
+def user_records(n_filler: int = 6) -> list[dict]:
+    records = [{"id": i, "question": f"Question {i}?", "cot": c, "answer": a} for i, (c, a) in USER_TRACES.items()]
+    records += [json.loads(good(i)) for i in range(n_filler)]
+    return records
+
+
+@pytest.mark.parametrize("source", ["jsonl", "hub"])
+def test_user_traces_are_trained_on_exactly_as_written(tmp_path, monkeypatch, source):
+    records = user_records()
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in records])
+    assert read_jsonl(path)[0].cot == USER_TRACES["wrong"][0]
+    hub = [Example(str(r["id"]), r["question"], r["cot"], r["answer"]) for r in records]
+    monkeypatch.setattr(ifexp.data, "hub_examples", lambda cfg: hub)
+    cfg = DatasetConfig(name="mine", source=source, path=str(path), n_train=-1, n_val=3, n_test=2, flaw_fraction=0.0)
+    splits = build_splits(cfg)
+    split_cots = {e.id: e.cot for split in splits.values() for e in split}
+    assert split_cots == {str(r["id"]): r["cot"] for r in records}  # byte for byte, every split
+
+    examples = [e for split in splits.values() for e in split]
+    check = check_trace_answers(examples, "hash")
+    verdict = {
+        e.id: (bool(ok), bool(has)) for e, ok, has in zip(examples, check.correct, check.has_answer, strict=True)
+    }
+    assert verdict["wrong"] == (False, True)  # read as written: 41, not the gold 42
+    assert verdict["heading"] == (True, True)  # `#### Step 1` kept, the last `####` line is the answer
+    assert verdict["heading_only"] == (False, False)  # a heading is no answer line
+    assert verdict["truncated"] == (False, False)  # no answer, and none is added
+    assert verdict["spaces"] == (True, True)
+    assert check.n_wrong == 1 and check.n_no_answer == 2
+
+
+def test_flaws_keep_a_traces_markdown_headings():
+    example = Example("h", "q", "#### Step 1\n6 * 7 = 42\n#### Step 2\n42 + 0 = 42\n#### 42", "42")
+    flawed = corrupt(example, "wrong_final_answer", random.Random(0))
+    lines = flawed.cot.splitlines()
+    assert lines[:4] == example.cot.splitlines()[:4] and lines[-1].startswith(ANSWER_MARK)
+    assert lines[-1] != "#### 42" and len(lines) == 5
+
+
+def test_answer_line_is_the_last_mark_line_that_is_no_heading():
+    assert answer_line("#### Step 1\n6 * 7 = 42\n#### 42".splitlines()) == 2
+    assert answer_line("#### Step 1\n6 * 7 = 42".splitlines()) is None
+    assert answer_line("6 * 7 = 42\n#### 42\n\nI hope this helps!".splitlines()) == 1  # a number is no heading
+    assert answer_line("Is 42 even?\n#### yes\n".splitlines()) == 1  # last line: a word answer
+    assert answer_line("#### **Solution**\n6 * 7 = 42".splitlines()) is None
+    assert answer_line("no mark".splitlines()) is None
+
+
+def test_generator_writes_the_gold_answer_on_its_own_final_line():
+    # reasoning-gym's answer_cot sometimes ends "#### 8.0" for the answer 8
+    assert _with_final_answer("a\nb\n#### 8.0", "8") == "a\nb\n#### 8"
+    assert _with_final_answer("so it is 5.", "5").endswith(f"\n{ANSWER_MARK} 5")
+
+
+def test_bad_answer_format_fails_validation_in_one_line():
+    with pytest.raises(IfexpError) as error:
+        validate(JobConfig(dataset=DatasetConfig(answer_format="latex")))
+    assert str(error.value) == "dataset.answer_format='latex': expected one of auto, hash, boxed, last_number"
+    validate(JobConfig(dataset=DatasetConfig(answer_format="boxed")))
 
 
 def test_gsm_symbolic_is_deterministic_and_distinct():

@@ -1,6 +1,12 @@
+import csv
+
+import numpy as np
 import pytest
 
-from ifexp.evaluate.grading import extract_answer, is_correct, pass_at_1
+from ifexp.data import Example
+from ifexp.evaluate.grading import check_trace_answers, extract_answer, is_correct, pass_at_1, trace_answer_correct
+from ifexp.influence.score import influence_scores, write_scores_csv
+from ifexp.schema import IfexpError
 
 
 @pytest.mark.parametrize(
@@ -33,3 +39,87 @@ def test_extract_prefers_the_answer_mark():
 def test_pass_at_1_averages_samples_then_questions():
     assert pass_at_1([[True], [False]]) == 0.5
     assert pass_at_1([[True, False, False, True], [True, True, True, True]]) == 0.75
+
+
+HEADINGS = "#### Step 1\n6 * 7 = 42\n#### Step 2\n42 - 1 = 41\n#### 41"
+
+
+@pytest.mark.parametrize(
+    "text, answer_format, expected",
+    [
+        # hash: the last `####` line that is not a Markdown heading
+        (HEADINGS, "hash", "41"),
+        ("#### Step 1\n6 * 7 = 42", "hash", None),  # its only `####` is a heading: no answer
+        ("#### Step 1\n6 * 7 = 42", "auto", "42"),  # ... so auto reads the last number
+        ("6 * 7 = 42\n#### 42\n\nI hope this helps!", "hash", "42"),
+        ("Is 42 even?\n#### yes", "hash", "yes"),
+        ("We start with 20 apples.\nThen we", "hash", None),  # truncated
+        ("We start with 20 apples.\nThen we", "boxed", None),
+        ("so the answer is $\\boxed{42}$.", "boxed", "42"),
+        ("#### 41\n\\boxed{42}", "boxed", "42"),
+        ("#### 41\n\\boxed{42}", "auto", "41"),
+        ("#### 41\n\\boxed{42}", "hash", "41"),
+        ("#### 42", "boxed", None),
+        ("x = 3 + 4 = 7, so 42 \\boxed{41}", "last_number", "41"),
+        ("no numbers", "last_number", None),
+        ("We have 5.\n####", "auto", None),  # an empty answer line: no answer, as before
+    ],
+)
+def test_answer_formats(text, answer_format, expected):
+    assert extract_answer(text, answer_format) == expected
+
+
+def test_default_format_skips_markdown_headings():
+    assert extract_answer("#### Step 1\n6 * 7 = 42") == "42"
+    assert is_correct(HEADINGS, "41") and not is_correct("#### Step 1\nso 6 * 7 = 42", "1")
+
+
+def test_is_correct_reads_with_the_answer_format():
+    assert is_correct("so \\boxed{42}", "42", answer_format="boxed")
+    assert is_correct("#### 41\n\\boxed{42}", "42", answer_format="boxed")
+    assert not is_correct("#### 41\n\\boxed{42}", "42", answer_format="auto")
+    assert not is_correct("6 * 7 = 42", "42", answer_format="hash")
+    with pytest.raises(IfexpError, match="answer_format='latex': expected one of auto, hash, boxed, last_number"):
+        extract_answer("#### 1", "latex")
+
+
+def test_trace_answer_check_counts_wrong_and_missing_answers():
+    examples = [
+        Example("ok", "q", "6 * 7 = 42\n#### 42", "42"),
+        Example("wrong", "q", "6 * 7 = 41\n#### 41", "42"),
+        Example("truncated", "q", "6 * 7 =", "42"),
+        Example("boxed", "q", "6 * 7 = \\boxed{42}", "42"),
+    ]
+    check = check_trace_answers(examples, "hash")
+    assert check.correct.tolist() == [True, False, False, False]
+    assert check.has_answer.tolist() == [True, True, False, False]
+    assert (check.n_wrong, check.n_no_answer) == (1, 2)
+    assert trace_answer_correct(examples, "auto").tolist() == [True, False, False, True]
+    assert trace_answer_correct(examples, "boxed").tolist() == [False, False, False, True]
+    assert check_trace_answers(examples, "auto").n_no_answer == 0  # auto falls back to "the last number": 7
+
+
+def test_scores_csv_has_trace_answer_correct_after_the_contract_columns(tmp_path):
+    scores = influence_scores(np.array([[1.0, -1.0], [2.0, 0.5]]), np.array([True, False]))
+    write_scores_csv(
+        tmp_path / "s.csv", ["a", "b"], scores, flaw=["", "x"], trace_answer_correct=np.array([True, False])
+    )
+    with (tmp_path / "s.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [
+        "example_id",
+        "s_correct",
+        "s_incorrect",
+        "rank_correct",
+        "rank_incorrect",
+        "rank_score",
+        "perplexity",
+        "kept",
+        "flaw",
+        "trace_answer_correct",
+    ]
+    assert [r["trace_answer_correct"] for r in rows] == ["1", "0"]
+    write_scores_csv(tmp_path / "t.csv", ["a", "b"], scores, trace_answer_correct=[True, True])
+    assert (tmp_path / "t.csv").read_text().splitlines()[0].endswith(",kept,trace_answer_correct")
+    write_scores_csv(tmp_path / "u.csv", ["a", "b"], scores)
+    assert (tmp_path / "u.csv").read_text().splitlines()[0].endswith(",perplexity,kept")
