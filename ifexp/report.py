@@ -1,11 +1,32 @@
 """`ifexp-report DIR`: summarise a run or multirun directory into report.md and figures.
 
-Reads every `metrics.json` under DIR (one per job) and writes, beside them in DIR:
-- report.md: pass@1 and Δ vs Random per (model, dataset, strategy, fraction, benchmark) as
-  mean ± 95% bootstrap interval over seeds, a paired comparison with Random (exact sign-flip
-  test over seeds), flaw detection per strategy, and wall time per stage;
-- delta_vs_random.png (Δ bars per benchmark and strategy, with seed intervals) and
+Reads every job under DIR (its `metrics.json`, its resolved `.hydra/config.yaml` and its
+`generations/{pruned,random}_<benchmark>.jsonl`) and writes, beside them in DIR:
+- report.md: one row per configuration (jobs grouped by every config value that differs
+  between them except the seed and `EXCLUDED_FROM_GROUPING`; duplicates are refused), with
+  pass@1 and Δ vs Random per benchmark, paired per problem and seed: mean Δ, a 95% paired
+  bootstrap interval over problems × seeds, an exact sign-flip test over problems (the exact
+  McNemar test with one seed and greedy answers), the per-seed values; flaw detection per
+  strategy, and the compute per stage;
+- delta_vs_random.png (Δ bars per benchmark and strategy, with the paired intervals) and
   flaw_detection.png (precision / recall / AUROC at removing flawed examples).
+
+What each interval is over (`paired_estimate`):
+- Unit of comparison: a (problem, seed) pair; d = mean(correct of the strategy's model) −
+  mean(correct of Random's model of the same size and seed) over that problem's samples. Both
+  models are trained and evaluated on the same problems in the same job.
+- Interval: percentile bootstrap (10,000 resamples) of the mean of d, clustered by problem: a
+  problem is the same problem in every seed, so problems are resampled with all their seeds.
+  Seeds are resampled too (independently: a two-way bootstrap, conservative) only where a row
+  has at least MIN_SEEDS_RESAMPLED seeds; with fewer the seeds are held fixed and the interval
+  is conditional on those training runs, and the report says so. With fewer than
+  MIN_PROBLEMS_FOR_INTERVAL problems (or without per-problem generations) no interval is
+  called 95%: the report prints the min–max of the per-seed values and says so.
+- Test: exact two-sided sign-flip (permutation) test of mean d = 0 over problems, each
+  problem's d averaged over its seeds (the problem is the exchangeable unit; seeds of one
+  problem are not independent). With one seed and greedy k=1 this is the exact McNemar test
+  (binomial on the discordant problems). Beside it, the per-seed Δ and an exact sign-flip test
+  over seeds (smallest possible p with n seeds: 2/2^n).
 """
 
 from __future__ import annotations
@@ -13,39 +34,255 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-GROUP_KEYS = ("model", "dataset", "estimator", "fraction")
+from ifexp.schema import IfexpError
+
+# Config values that never separate two jobs into different rows: the seed is the replicate a
+# row pools over; the rest cannot change a result (where artifacts are cached, W&B settings,
+# processes per job, which match one process within float tolerance and are in no cache key:
+# docs/architecture.md; the engine's memory and thread settings). A key ending in "." is a prefix.
+EXCLUDED_FROM_GROUPING = (
+    "seed",
+    "paths.",
+    "logger.",
+    "compute.",
+    "engine.kv_cache_gib",
+    "engine.gpu_memory_utilization",
+    "engine.cpu_threads_bind",
+)
+# Values that name a strategy and its own options: a row within a section, not a section.
+STRATEGY_KEYS = (
+    "pruning.strategy",
+    "pruning.perplexity_keep",
+    "pruning.embedding_mode",
+    "pruning.combine",
+    "pruning.alpha",
+)
+# Without .hydra/config.yaml a job is identified by these metrics only (said in the report).
+METRICS_IDENTITY = {
+    "model": "model.name",
+    "scorer": "scorer.name",
+    "dataset": "dataset.name",
+    "estimator": "estimator.name",
+    "strategy": "pruning.strategy",
+    "fraction": "pruning.fraction",
+}
+MIN_PROBLEMS_FOR_INTERVAL = 20  # fewer problems: no bootstrap interval, the per-seed range instead
+MIN_SEEDS_RESAMPLED = 5  # fewer seeds: held fixed in the bootstrap (the interval says so)
+N_RESAMPLES = 10_000
+EXACT_DP_LIMIT = 50_000_000  # largest (values x integer range) for the exact sign-flip distribution
+ABSENT = "<absent>"
 
 
-def bootstrap_interval(values: list[float], n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean (a single value gives a zero-width interval)."""
-    data = np.asarray(values, dtype=np.float64)
-    if len(data) < 2:
-        return float(data.mean()), float(data.mean())
-    resampled = np.random.default_rng(seed).choice(data, size=(n_resamples, len(data))).mean(axis=1)
-    return float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))
+# ---------------------------------------------------------------------------------------------
+# Statistics
 
 
-def sign_flip_p_value(differences: list[float]) -> float:
-    """Two-sided exact paired permutation test of mean(differences) = 0 (all 2^n sign flips).
+def sign_flip_p_value(differences: list[float] | list[Fraction], n_monte_carlo: int = 100_000) -> float:
+    """Two-sided paired permutation test of mean(differences) = 0 under random sign flips.
 
-    With 3 seeds the smallest possible p is 0.25: say so rather than overclaim.
+    Exact: over all 2^n flips (n <= 16), or, for rational differences (Fractions), from the
+    exact distribution of the sum of ±|d| on a common integer grid, for any n. Otherwise a
+    Monte-Carlo estimate over n_monte_carlo flips. With 3 seeds the smallest possible p is 0.25.
     """
-    data = np.asarray(differences, dtype=np.float64)
-    if len(data) == 0 or not np.any(data):
-        return 1.0
-    if len(data) > 16:  # 2^16 flips is plenty; beyond, sample them
-        signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(65536, len(data)))
-    else:
-        signs = np.array(list(itertools.product([-1.0, 1.0], repeat=len(data))))
+    return _sign_flip(differences, n_monte_carlo)[0]
+
+
+def _sign_flip(differences, n_monte_carlo: int) -> tuple[float, bool]:
+    """(p, whether it is exact) of `sign_flip_p_value`."""
+    values = [d for d in differences if d != 0]
+    if not values:
+        return 1.0, True
+    if all(isinstance(d, Fraction | int) for d in values):
+        scale = math.lcm(*(Fraction(d).denominator for d in values))
+        steps = [abs(int(Fraction(d) * scale)) for d in values]
+        observed = abs(sum(int(Fraction(d) * scale) for d in values))
+        total = sum(steps)
+        if len(steps) * total <= EXACT_DP_LIMIT:
+            # distribution of sum(±step): index s + total
+            dist = np.zeros(2 * total + 1)
+            dist[total] = 1.0
+            for step in steps:
+                dist = 0.5 * (np.roll(dist, step) + np.roll(dist, -step))  # no wrap: |sum| <= total
+            sums = np.abs(np.arange(-total, total + 1))
+            return float(min(1.0, dist[sums >= observed].sum())), True
+    data = np.asarray([float(d) for d in values])
     observed = abs(data.mean())
-    return float(np.mean(np.abs((signs * data).mean(axis=1)) >= observed - 1e-12))
+    if len(data) <= 16:
+        signs = np.array(list(itertools.product([-1.0, 1.0], repeat=len(data))))
+        exact = True
+    else:
+        signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(max(n_monte_carlo, 1), len(data)))
+        exact = False
+    return float(np.mean(np.abs((signs * data).mean(axis=1)) >= observed - 1e-12)), exact
+
+
+def cluster_bootstrap(
+    values: np.ndarray, resample_seeds: bool, n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of a problems × seeds matrix (NaN: missing).
+
+    Problems (rows) are resampled with replacement, each with all its seeds; seeds (columns)
+    are resampled too, independently, when resample_seeds. A replicate is the mean over the
+    chosen (problem, seed) cells.
+    """
+    present = ~np.isnan(values)
+    filled = np.where(present, values, 0.0)
+    n_problems, n_seeds = values.shape
+    rng = np.random.default_rng(seed)
+    replicates = []
+    for start in range(0, n_resamples, 2000):
+        size = min(2000, n_resamples - start)
+        rows = rng.integers(0, n_problems, size=(size, n_problems))  # problems drawn, with all their seeds
+        if resample_seeds:  # how often each seed is drawn
+            drawn = rng.integers(0, n_seeds, size=(size, n_seeds))
+            w_seeds = (drawn[:, :, None] == np.arange(n_seeds)).sum(axis=1).astype(float)
+            sums = (filled[rows].sum(axis=1) * w_seeds).sum(axis=1)
+            counts = (present[rows].sum(axis=1) * w_seeds).sum(axis=1)
+        else:
+            sums = filled.sum(axis=1)[rows].sum(axis=1)
+            counts = present.sum(axis=1)[rows].sum(axis=1).astype(float)
+        replicates.append(sums[counts > 0] / counts[counts > 0])
+    draws = np.concatenate(replicates)
+    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
+@dataclass
+class Estimate:
+    """A row's value on one benchmark, and exactly what its interval and test are over."""
+
+    mean: float
+    per_seed: dict[int, float]
+    low: float | None = None  # 95% interval, or the per-seed range when interval == "range"
+    high: float | None = None
+    interval: str = "none"  # "bootstrap" | "range" | "none"
+    basis: str = ""  # what the brackets are over, in words
+    p: float | None = None
+    p_basis: str = ""
+    p_seeds: float | None = None
+    n_problems: int = 0
+
+
+def _seeds_text(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
+def problem_estimate(matrix: np.ndarray, seeds: list[int], paired: bool) -> tuple[float | None, float | None, str, str]:
+    """(low, high, kind, basis) for a problems × seeds matrix of per-problem values."""
+    n_problems, n_seeds = matrix.shape
+    what = "paired bootstrap" if paired else "bootstrap"
+    if n_problems < MIN_PROBLEMS_FOR_INTERVAL:
+        if n_seeds >= 2:
+            per_seed = np.nanmean(matrix, axis=0)
+            return (
+                float(per_seed.min()),
+                float(per_seed.max()),
+                "range",
+                f"min–max over {n_seeds} seeds (not a confidence interval: {n_problems} problems, "
+                f"fewer than {MIN_PROBLEMS_FOR_INTERVAL} for a bootstrap over problems)",
+            )
+        return None, None, "none", f"no interval: {n_problems} problems × 1 seed"
+    if n_seeds >= MIN_SEEDS_RESAMPLED:
+        low, high = cluster_bootstrap(matrix, resample_seeds=True)
+        return (
+            low,
+            high,
+            "bootstrap",
+            f"95% {what} over {n_problems} problems × {n_seeds} seeds "
+            "(problems and seeds resampled independently: a two-way bootstrap)",
+        )
+    low, high = cluster_bootstrap(matrix, resample_seeds=False)
+    held = (
+        "problems resampled; one seed"
+        if n_seeds == 1
+        else f"problems resampled, each with all its seeds; the {n_seeds} seeds held fixed, fewer than "
+        f"{MIN_SEEDS_RESAMPLED} to resample: conditional on these training runs"
+    )
+    return low, high, "bootstrap", f"95% {what} over {n_problems} problems × {_seeds_text(n_seeds)} ({held})"
+
+
+def paired_estimate(outcomes: dict[int, dict[str, tuple[Fraction, Fraction]]]) -> Estimate:
+    """Δ vs Random from per-(seed, problem) pass rates: {seed: {problem id: (strategy, random)}}."""
+    seeds = sorted(outcomes)
+    problems = list(dict.fromkeys(pid for seed in seeds for pid in outcomes[seed]))
+    matrix = np.full((len(problems), len(seeds)), np.nan)
+    per_problem: dict[str, list[Fraction]] = defaultdict(list)
+    per_seed: dict[int, Fraction] = {}
+    row = {pid: i for i, pid in enumerate(problems)}
+    for j, seed in enumerate(seeds):
+        diffs = []
+        for pid, (ours, random) in outcomes[seed].items():
+            d = ours - random
+            matrix[row[pid], j] = float(d)
+            per_problem[pid].append(d)
+            diffs.append(d)
+        per_seed[seed] = sum(diffs, Fraction(0)) / len(diffs)
+    low, high, kind, basis = problem_estimate(matrix, seeds, paired=True)
+    problem_means = [sum(ds, Fraction(0)) / len(ds) for ds in per_problem.values()]
+    p, exact = _sign_flip(problem_means, 100_000)
+    discordant = sum(1 for m in problem_means if m != 0)
+    p_basis = (
+        f"{'exact' if exact else 'Monte-Carlo'} two-sided sign-flip test over {len(problems)} problems "
+        f"(each problem's Δ averaged over its seeds; {discordant} non-zero)"
+    )
+    if len(seeds) == 1 and all(abs(m) in (0, 1) for m in problem_means):
+        p_basis += "; with one seed and one sample a problem, the exact McNemar test"
+    return Estimate(
+        mean=float(np.nanmean(matrix)),
+        per_seed={seed: float(v) for seed, v in per_seed.items()},
+        low=low,
+        high=high,
+        interval=kind,
+        basis=basis,
+        p=p,
+        p_basis=p_basis,
+        p_seeds=sign_flip_p_value(list(per_seed.values())) if len(seeds) > 1 else None,
+        n_problems=len(problems),
+    )
+
+
+def arm_estimate(outcomes: dict[int, dict[str, Fraction]]) -> Estimate:
+    """pass@1 of one arm from per-(seed, problem) pass rates."""
+    seeds = sorted(outcomes)
+    problems = list(dict.fromkeys(pid for seed in seeds for pid in outcomes[seed]))
+    row = {pid: i for i, pid in enumerate(problems)}
+    matrix = np.full((len(problems), len(seeds)), np.nan)
+    for j, seed in enumerate(seeds):
+        for pid, value in outcomes[seed].items():
+            matrix[row[pid], j] = float(value)
+    low, high, kind, basis = problem_estimate(matrix, seeds, paired=False)
+    per_seed = {seed: float(np.nanmean(matrix[:, j])) for j, seed in enumerate(seeds)}
+    return Estimate(float(np.nanmean(matrix)), per_seed, low, high, kind, basis, n_problems=len(problems))
+
+
+def seed_estimate(per_seed: dict[int, float], paired: bool) -> Estimate:
+    """Only per-seed values (no per-problem generations): the mean and the min–max, never a 95% interval."""
+    values = list(per_seed.values())
+    estimate = Estimate(float(np.mean(values)), dict(per_seed))
+    if len(values) >= 2:
+        estimate.low, estimate.high, estimate.interval = min(values), max(values), "range"
+        estimate.basis = (
+            f"min–max over {len(values)} seeds (not a confidence interval; no per-problem generations to pair)"
+        )
+        if paired:
+            estimate.p_seeds = sign_flip_p_value(values)
+    else:
+        estimate.basis = "no interval: 1 seed, no per-problem generations"
+    return estimate
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs, their configs and their generations
 
 
 def load_runs(root: Path) -> list[dict[str, Any]]:
@@ -60,37 +297,149 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
     return runs
 
 
-def fmt(mean: float, low: float, high: float, digits: int = 3) -> str:
-    if low == high:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): "{}"}
+    if isinstance(node, list):
+        return {prefix.rstrip("."): json.dumps(node)}
+    return {prefix.rstrip("."): node}
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per (group, strategy, benchmark): pass@1 and Δ vs Random over seeds."""
-    benchmarks = sorted({k.split("/", 1)[1] for r in runs for k in r if k.startswith("pass@1/")})
-    table: dict[tuple, dict[str, Any]] = {}
-    by_cell: dict[tuple, list[dict]] = defaultdict(list)
+def job_config(job_dir: Path, metrics: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The job's config as {dotted key: value}, and whether it came from .hydra/config.yaml."""
+    path = job_dir / ".hydra" / "config.yaml"
+    if path.is_file():
+        return _flatten(yaml.safe_load(path.read_text()) or {}), True
+    return {key: metrics.get(name, ABSENT) for name, key in METRICS_IDENTITY.items()}, False
+
+
+def excluded(key: str) -> bool:
+    return any(key.startswith(e) if e.endswith(".") else key == e for e in EXCLUDED_FROM_GROUPING)
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def read_pass_rates(path: Path) -> dict[str, Fraction]:
+    """{problem id: fraction of its samples graded correct} from a generations/*.jsonl file."""
+    rates: dict[str, Fraction] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        correct = [bool(c) for c in record["correct"]]
+        if str(record["id"]) in rates:
+            raise IfexpError(f"{path}: problem {record['id']} appears twice")
+        rates[str(record["id"])] = Fraction(sum(correct), len(correct)) if correct else Fraction(0)
+    return rates
+
+
+@dataclass
+class Cell:
+    """One row: the jobs (one per seed) of one configuration."""
+
+    section: tuple
+    row: tuple
+    label: str
+    strategy: str
+    runs: list[dict[str, Any]]
+
+
+def group_runs(root: Path, runs: list[dict[str, Any]]) -> tuple[list[str], list[str], list[Cell], int]:
+    """Cells by every differing config value but the seed; refuses two jobs of one cell and seed.
+
+    Returns (section keys, row keys, cells, jobs without .hydra/config.yaml).
+    """
+    configs, n_without = [], 0
     for run in runs:
-        by_cell[tuple(run.get(k) for k in GROUP_KEYS) + (run["strategy"],)].append(run)
-    for cell, cell_runs in sorted(by_cell.items(), key=lambda item: tuple(str(x) for x in item[0])):
-        row: dict[str, Any] = {"seeds": sorted(r["seed"] for r in cell_runs), "n": len(cell_runs)}
+        config, from_hydra = job_config(root / run["_dir"], run)
+        configs.append(config)
+        n_without += not from_hydra
+    keys = sorted(set().union(*configs))
+    differing = [k for k in keys if not excluded(k) and len({json.dumps(c.get(k, ABSENT)) for c in configs}) > 1]
+    section_keys = [k for k in differing if k not in STRATEGY_KEYS]
+    row_keys = [k for k in differing if k in STRATEGY_KEYS and k != "pruning.strategy"]
+    cells: dict[tuple, Cell] = {}
+    for run, config in zip(runs, configs, strict=True):
+        section = tuple(config.get(k, ABSENT) for k in section_keys)
+        row = (run["strategy"], *(config.get(k, ABSENT) for k in row_keys))
+        options = ", ".join(f"{k}={_show(v)}" for k, v in zip(row_keys, row[1:], strict=True))
+        label = run["strategy"] + (f" ({options})" if options else "")
+        cell = cells.setdefault((section, row), Cell(section, row, label, run["strategy"], []))
+        for other in cell.runs:
+            if other["seed"] == run["seed"]:
+                raise IfexpError(
+                    f"{other['_dir']} and {run['_dir']} have the same config and seed {run['seed']}: "
+                    "refusing to average duplicates (remove one, or report them separately)"
+                )
+        cell.runs.append(run)
+    ordered = sorted(cells.values(), key=lambda c: (tuple(map(str, c.section)), tuple(map(str, c.row))))
+    for cell in ordered:
+        cell.runs.sort(key=lambda r: r["seed"])
+    return section_keys, row_keys, ordered, n_without
+
+
+def cell_estimates(root: Path, cell: Cell, bench: str) -> tuple[Estimate | None, Estimate | None]:
+    """(pass@1 of the strategy's model, Δ vs Random) on one benchmark, paired where generations allow."""
+    arms: dict[int, dict[str, Fraction]] = {}
+    pairs: dict[int, dict[str, tuple[Fraction, Fraction]]] = {}
+    for run in cell.runs:
+        folder = root / run["_dir"] / "generations"
+        ours, random = folder / f"pruned_{bench}.jsonl", folder / f"random_{bench}.jsonl"
+        if ours.is_file():
+            arms[run["seed"]] = read_pass_rates(ours)
+            if random.is_file():
+                theirs = read_pass_rates(random)
+                if set(theirs) != set(arms[run["seed"]]):
+                    raise IfexpError(f"{run['_dir']}: {bench}: the strategy's and Random's problems differ")
+                pairs[run["seed"]] = {pid: (arms[run["seed"]][pid], theirs[pid]) for pid in theirs}
+    seeds = [r["seed"] for r in cell.runs]
+    if len(arms) == len(seeds):
+        passes = arm_estimate(arms)
+    else:
+        per_seed = {r["seed"]: r[f"pass@1/{bench}"] for r in cell.runs if f"pass@1/{bench}" in r}
+        passes = seed_estimate(per_seed, paired=False) if per_seed else None
+    delta = None
+    if cell.strategy != "random":
+        if pairs and len(pairs) == len(seeds):
+            delta = paired_estimate(pairs)
+        else:
+            key = f"delta_vs_random/{bench}"
+            per_seed = {r["seed"]: r[key] for r in cell.runs if key in r}
+            delta = seed_estimate(per_seed, paired=True) if per_seed else None
+    return passes, delta
+
+
+def summarise(runs: list[dict[str, Any]], root: Path) -> dict[str, Any]:
+    """Cells (rows) with per-benchmark pass@1 and Δ estimates, and the flaw-detection means."""
+    benchmarks = sorted({k.split("/", 1)[1] for r in runs for k in r if k.startswith("pass@1/")})
+    section_keys, row_keys, cells, n_without = group_runs(root, runs)
+    rows = []
+    for cell in cells:
+        row: dict[str, Any] = {"cell": cell, "seeds": [r["seed"] for r in cell.runs], "pass": {}, "delta": {}}
         for bench in benchmarks:
-            passes = [r[f"pass@1/{bench}"] for r in cell_runs if f"pass@1/{bench}" in r]
-            if passes:
-                row[f"pass@1/{bench}"] = (float(np.mean(passes)), *bootstrap_interval(passes))
-            deltas = [r[f"delta_vs_random/{bench}"] for r in cell_runs if f"delta_vs_random/{bench}" in r]
-            if deltas and cell[-1] != "random":
-                row[f"delta/{bench}"] = (float(np.mean(deltas)), *bootstrap_interval(deltas))
-                row[f"p/{bench}"] = sign_flip_p_value(deltas)
-                row[f"wins/{bench}"] = f"{sum(d > 0 for d in deltas)}/{sum(d < 0 for d in deltas)}/{len(deltas)}"
+            passes, delta = cell_estimates(root, cell, bench)
+            if passes is not None:
+                row["pass"][bench] = passes
+            if delta is not None:
+                row["delta"][bench] = delta
         for measure in ("precision", "recall", "auroc"):
-            values = [r[f"flaw/{measure}"] for r in cell_runs if f"flaw/{measure}" in r]
+            values = [r[f"flaw/{measure}"] for r in cell.runs if f"flaw/{measure}" in r]
             values = [v for v in values if v == v]  # drop NaN
             if values:
                 row[f"flaw/{measure}"] = float(np.mean(values))
-        table[cell] = row
-    return {"benchmarks": benchmarks, "cells": table}
+        rows.append(row)
+    return {
+        "benchmarks": benchmarks,
+        "section_keys": section_keys,
+        "row_keys": row_keys,
+        "rows": rows,
+        "n_without_config": n_without,
+    }
 
 
 def stage_times(runs: list[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
@@ -113,60 +462,164 @@ def stage_times(runs: list[dict[str, Any]]) -> dict[str, tuple[int, float, float
     return {stage: (len(v), float(sum(v)), float(max(v))) for stage, v in per_stage.items()}
 
 
+# ---------------------------------------------------------------------------------------------
+# report.md
+
+
+def _num(value: float, signed: bool, digits: int = 3) -> str:
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return text.replace("+0.000", "0.000").replace("-0.000", "0.000") if signed else text
+
+
+def fmt(estimate: Estimate, signed: bool) -> str:
+    """mean [95% interval], mean (min–max a, b) for a per-seed range, or the mean alone."""
+    text = _num(estimate.mean, signed)
+    if estimate.interval == "bootstrap":
+        text += f" [{_num(estimate.low, signed)}, {_num(estimate.high, signed)}]"
+    elif estimate.interval == "range":
+        text += f" (min–max {_num(estimate.low, signed)}, {_num(estimate.high, signed)})"
+    return text
+
+
+def _legend(benchmarks: list[str], rows: list[dict], kind: str, what: str) -> list[str]:
+    """One line per benchmark naming what the brackets (and p) of `kind` are over."""
+    lines = []
+    for bench in benchmarks:
+        by_basis: dict[str, list[str]] = defaultdict(list)
+        for row in rows:
+            if bench in row[kind]:
+                estimate = row[kind][bench]
+                text = estimate.basis + (f"; p: {estimate.p_basis}" if estimate.p_basis else "")
+                by_basis[text].append(row["cell"].label)
+        for text, labels in by_basis.items():
+            who = "" if len(by_basis) == 1 else f" ({', '.join(labels)})"
+            lines.append(f"- {what} {bench}{who}: {text}.")
+    return lines
+
+
 def write_report(root: Path) -> Path:
     from ifexp import figures
 
     runs = load_runs(root)
     if not runs:
-        raise SystemExit(f"ifexp-report: error: no job metrics.json (with a strategy) under {root}")
-    summary = summarise(runs)
-    benchmarks = summary["benchmarks"]
+        raise IfexpError(f"no job metrics.json (with a strategy) under {root}")
+    summary = summarise(runs, root)
+    benchmarks, section_keys, rows = summary["benchmarks"], summary["section_keys"], summary["rows"]
+    differing = section_keys + ["pruning.strategy"] + summary["row_keys"]
+    any_bootstrap = any(
+        e.interval == "bootstrap" for row in rows for kind in ("pass", "delta") for e in row[kind].values()
+    )
+    excluded_text = ", ".join(f"`{e}*`" if e.endswith(".") else f"`{e}`" for e in EXCLUDED_FROM_GROUPING)
+    common = {
+        name: runs[0].get(name)
+        for name in ("model", "scorer", "dataset", "estimator", "fraction")
+        if name in runs[0] and len({json.dumps(r.get(name)) for r in runs}) == 1
+    }
     lines = [
         f"# ifexp report: {root.name}",
         "",
-        f"{len(runs)} jobs read from `{root}`. Values are means over seeds with a 95% bootstrap interval "
-        "in brackets; Δ is pass@1(strategy) − pass@1(Random) at the same model, dataset, fraction and seed; "
-        "p is the exact two-sided sign-flip test over seeds (with n seeds the smallest possible p is 2/2^n); "
-        "wins counts seeds with Δ > 0 / Δ < 0 / all.",
+        f"{len(runs)} jobs read from `{root}`"
+        + (f" ({', '.join(f'{k}={v}' for k, v in common.items())} in all)" if common else "")
+        + ". One row per configuration: jobs are grouped by every value of their resolved config "
+        f"(`.hydra/config.yaml`) that differs between them (here: {', '.join(f'`{k}`' for k in differing)}), "
+        f"except {excluded_text}, which cannot change a result or, for the seed, are what a row pools over; "
+        "two jobs with the same configuration and seed are refused, not averaged.",
+        "",
+        "Δ = pass@1(strategy) − pass@1(Random pruning of the same size and seed, trained and evaluated in the "
+        "same job), paired per benchmark problem and seed: d = mean(correct, strategy) − mean(correct, Random) "
+        "over the problem's samples; mean Δ is the mean of d over problems × seeds. "
+        + ("`[a, b]` is a 95% bootstrap interval, " if any_bootstrap else "")
+        + "`(min–max a, b)` is only the range of the per-seed values (not a confidence interval); what each "
+        "bracket is over, and the test behind p, is listed under each table. "
+        "The per-seed values are in the last table of each section.",
         "",
     ]
-    groups = sorted({cell[:-1] for cell in summary["cells"]}, key=lambda g: tuple(str(x) for x in g))
+    if summary["n_without_config"]:
+        lines += [
+            f"{summary['n_without_config']} jobs have no `.hydra/config.yaml`: they are grouped by their metrics' "
+            f"{', '.join(METRICS_IDENTITY)} only.",
+            "",
+        ]
+    sections = list(dict.fromkeys(row["cell"].section for row in rows))
     delta_rows: dict[str, dict[str, tuple[float, float, float]]] = {}
     flaw_rows: dict[str, dict[str, float]] = {}
-    for group in groups:
-        label = ", ".join(f"{k}={v}" for k, v in zip(GROUP_KEYS, group, strict=True))
+    for section in sections:
+        in_section = [row for row in rows if row["cell"].section == section]
+        label = ", ".join(f"{k}={_show(v)}" for k, v in zip(section_keys, section, strict=True)) or "all jobs"
         lines += [f"## {label}", "", "### pass@1", ""]
-        cells = {cell[-1]: row for cell, row in summary["cells"].items() if cell[:-1] == group}
         lines.append("| strategy | seeds | " + " | ".join(benchmarks) + " |")
         lines.append("|---|---|" + "---|" * len(benchmarks))
-        for strategy, row in cells.items():
-            values = [fmt(*row[f"pass@1/{b}"]) if f"pass@1/{b}" in row else "" for b in benchmarks]
-            lines.append(f"| {strategy} | {len(row['seeds'])} | " + " | ".join(values) + " |")
-        with_delta = {s: r for s, r in cells.items() if any(k.startswith("delta/") for k in r)}
+        for row in in_section:
+            values = [fmt(row["pass"][b], signed=False) if b in row["pass"] else "" for b in benchmarks]
+            lines.append(f"| {row['cell'].label} | {len(row['seeds'])} | " + " | ".join(values) + " |")
+        lines += ["", *_legend(benchmarks, in_section, "pass", "pass@1")]
+        with_delta = [row for row in in_section if row["delta"]]
         if with_delta:
-            lines += ["", "### Δ pass@1 vs Random (p, wins)", ""]
+            lines += ["", "### Δ pass@1 vs Random (paired per problem and seed)", ""]
             lines.append("| strategy | " + " | ".join(benchmarks) + " |")
             lines.append("|---|" + "---|" * len(benchmarks))
-            for strategy, row in with_delta.items():
-                values = [
-                    f"{fmt(*row[f'delta/{b}'])} (p={row[f'p/{b}']:.2f}, {row[f'wins/{b}']})"
-                    if f"delta/{b}" in row
-                    else ""
-                    for b in benchmarks
-                ]
-                lines.append(f"| {strategy} | " + " | ".join(values) + " |")
-                key = strategy if len(groups) == 1 else f"{strategy} ({label})"
-                delta_rows[key] = {b: row[f"delta/{b}"] for b in benchmarks if f"delta/{b}" in row}
-        with_flaws = {s: r for s, r in cells.items() if any(k.startswith("flaw/") for k in r)}
+            for row in with_delta:
+                values = []
+                for b in benchmarks:
+                    estimate = row["delta"].get(b)
+                    if estimate is None:
+                        values.append("")
+                    elif estimate.p is None:
+                        values.append(fmt(estimate, signed=True))
+                    else:
+                        values.append(f"{fmt(estimate, signed=True)} (p={estimate.p:.3f})")
+                lines.append(f"| {row['cell'].label} | " + " | ".join(values) + " |")
+                key = row["cell"].label if len(sections) == 1 else f"{row['cell'].label} ({label})"
+                delta_rows[key] = {
+                    b: (e.mean, e.low, e.high) if e.interval == "bootstrap" else (e.mean, math.nan, math.nan)
+                    for b, e in row["delta"].items()
+                }
+            lines += ["", *_legend(benchmarks, with_delta, "delta", "Δ")]
+            seeds_here = sorted({s for row in with_delta for s in row["seeds"]})
+            seeds_text = ("seed " if len(seeds_here) == 1 else "seeds ") + ", ".join(map(str, seeds_here))
+            lines += [
+                "",
+                f"### Δ per seed ({seeds_text}; wins: seeds with Δ > 0 / Δ < 0 / all; "
+                "p over seeds: exact sign-flip test over the per-seed Δ, smallest possible 2/2^n)",
+                "",
+                "| strategy | " + " | ".join(benchmarks) + " |",
+                "|---|" + "---|" * len(benchmarks),
+            ]
+            for row in with_delta:
+                values = []
+                for b in benchmarks:
+                    estimate = row["delta"].get(b)
+                    if estimate is None:
+                        values.append("")
+                        continue
+                    per_seed = estimate.per_seed
+                    text = ", ".join(f"s{s} {_num(v, True)}" for s, v in per_seed.items())
+                    wins = (
+                        f"{sum(v > 0 for v in per_seed.values())}/{sum(v < 0 for v in per_seed.values())}"
+                        f"/{len(per_seed)}"
+                    )
+                    text += f" (wins {wins}"
+                    if len(per_seed) > 1:
+                        text += f"; min–max over {len(per_seed)} seeds {_num(min(per_seed.values()), True)}, "
+                        text += f"{_num(max(per_seed.values()), True)}"
+                    if estimate.p_seeds is not None:
+                        text += f"; p over seeds={estimate.p_seeds:.2f}"
+                    values.append(text + ")")
+                lines.append(f"| {row['cell'].label} | " + " | ".join(values) + " |")
+        with_flaws = [row for row in in_section if any(k.startswith("flaw/") for k in row)]
         if with_flaws:
-            lines += ["", "### Finding the flawed training examples (removed set; AUROC of the removal ranking)", ""]
+            lines += [
+                "",
+                "### Finding the flawed training examples (removed set; AUROC of the removal ranking; mean over seeds)",
+                "",
+            ]
             lines += ["| strategy | precision | recall | AUROC |", "|---|---|---|---|"]
-            for strategy, row in with_flaws.items():
+            for row in with_flaws:
                 cells_text = [
                     f"{row[f'flaw/{m}']:.3f}" if f"flaw/{m}" in row else "" for m in ("precision", "recall", "auroc")
                 ]
-                lines.append(f"| {strategy} | " + " | ".join(cells_text) + " |")
-                key = strategy if len(groups) == 1 else f"{strategy} ({label})"
+                lines.append(f"| {row['cell'].label} | " + " | ".join(cells_text) + " |")
+                key = row["cell"].label if len(sections) == 1 else f"{row['cell'].label} ({label})"
                 flaw_rows[key] = {m: row[f"flaw/{m}"] for m in ("precision", "recall", "auroc") if f"flaw/{m}" in row}
         lines.append("")
     times = stage_times(runs)
@@ -182,15 +635,20 @@ def write_report(root: Path) -> Path:
         ]
         lines.append("")
     if delta_rows:
-        figures.delta_bars(
-            root / "delta_vs_random.png", delta_rows, "Δ pass@1 vs Random (mean, 95% bootstrap over seeds)"
-        )
+        with_bars = any(not math.isnan(v[1]) for per in delta_rows.values() for v in per.values())
+        title = "Δ pass@1 vs Random (mean over problems × seeds"
+        title += "; bars: 95% paired bootstrap, see report.md)" if with_bars else "; no 95% interval, see report.md)"
+        figures.delta_bars(root / "delta_vs_random.png", delta_rows, title)
         lines += ["![delta vs random](delta_vs_random.png)", ""]
     if flaw_rows:
         figures.flaw_detection_bars(root / "flaw_detection.png", flaw_rows)
         lines += ["![flaw detection](flaw_detection.png)", ""]
-    lines += ["## Jobs", "", "| dir | strategy | fraction | seed |", "|---|---|---|---|"]
-    lines += [f"| {r['_dir']} | {r['strategy']} | {r['fraction']} | {r['seed']} |" for r in runs]
+    lines += ["## Jobs", "", "| dir | row | seed |", "|---|---|---|"]
+    for row in rows:
+        cell = row["cell"]
+        section = ", ".join(f"{k}={_show(v)}" for k, v in zip(section_keys, cell.section, strict=True))
+        name = cell.label + (f"; {section}" if section else "")
+        lines += [f"| {r['_dir']} | {name} | {r['seed']} |" for r in cell.runs]
     report = root / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
@@ -203,7 +661,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.dir.is_dir():
         print(f"ifexp-report: error: {args.dir}: not a directory", file=sys.stderr)
         sys.exit(2)
-    print(write_report(args.dir))
+    try:
+        print(write_report(args.dir))
+    except IfexpError as error:
+        print(f"ifexp-report: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,51 +1,233 @@
-"""ifexp-report: seed statistics and the report built from job metrics."""
+"""ifexp-report: rows by every differing config value, paired statistics over problems × seeds."""
 
+import itertools
 import json
+import re
+from fractions import Fraction
 
+import numpy as np
 import pytest
+import yaml
 
-from ifexp.report import bootstrap_interval, sign_flip_p_value, write_report
+from ifexp.report import main, sign_flip_p_value, write_report
+from ifexp.schema import IfexpError
+
+BENCH = "gsm"
 
 
-def test_bootstrap_interval_brackets_the_mean():
-    low, high = bootstrap_interval([0.1, 0.2, 0.3, 0.4])
-    assert 0.1 <= low < 0.25 < high <= 0.4
-    assert bootstrap_interval([0.5]) == (0.5, 0.5)
+def job_config(**overrides):
+    """A resolved job config as Hydra writes it to .hydra/config.yaml (the parts the report reads)."""
+    config = {
+        "model": {"name": "m", "max_seq_len": 512, "lora_targets": ["q_proj", "v_proj"]},
+        "dataset": {"name": "d", "n_train": 128, "flaw_fraction": 0.25},
+        "train": {"epochs": 1.0, "lr": 0.002},
+        "eval": {"benchmarks": [BENCH], "max_examples": 40},
+        "estimator": {"name": "proj_fisher", "damping": 1.0, "loss_weighting": "token_mean"},
+        "pruning": {"strategy": "combined", "fraction": 0.25, "alpha": 0.5},
+        "logger": {"name": "none", "mode": "offline"},
+        "paths": {"cache_dir": "outputs/cache"},
+        "compute": {"num_processes": 1},
+        "scorer": None,
+        "seed": 0,
+    }
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return config
+
+
+def write_job(job, config, pruned=None, random=None, metrics=None):
+    """A job folder: .hydra/config.yaml, metrics.json and (when given) the paired generations.
+
+    pruned / random: {problem id: [correct per sample]} of the strategy's model and Random's.
+    """
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    seed, strategy = config["seed"], config["pruning"]["strategy"]
+    base = {
+        "model": "m",
+        "dataset": "d",
+        "estimator": config["estimator"]["name"],
+        "strategy": strategy,
+        "fraction": config["pruning"]["fraction"],
+        "seed": seed,
+    }
+    if pruned is not None:
+        (job / "generations").mkdir()
+        for arm, outcomes in (("pruned", pruned), ("random", random)):
+            lines = [json.dumps({"id": pid, "answer": "1", "correct": c}) for pid, c in outcomes.items()]
+            (job / "generations" / f"{arm}_{BENCH}.jsonl").write_text("\n".join(lines) + "\n")
+        ours = np.mean([np.mean(c) for c in pruned.values()])
+        theirs = np.mean([np.mean(c) for c in random.values()])
+        base.update(
+            {f"pass@1/{BENCH}": ours, f"random_pass@1/{BENCH}": theirs, f"delta_vs_random/{BENCH}": ours - theirs}
+        )
+    base.update(metrics or {})
+    (job / "metrics.json").write_text(json.dumps(base))
+
+
+# The known set of problems (30 problems × 3 seeds, greedy): the strategy's model solves p0-p3 in
+# every seed and p4, p5 in seeds 0 and 1, where Random's does not; Random's solves p6 in seed 0
+# where the strategy's does not; both solve p7-p9 everywhere, and nothing else.
+N_PROBLEMS = 30
+
+
+def known_outcomes(seed):
+    def strategy_solves(i):
+        return i in (0, 1, 2, 3, 7, 8, 9) or (i in (4, 5) and seed < 2) or (i == 6 and seed > 0)
+
+    pruned = {f"p{i}": [strategy_solves(i)] for i in range(N_PROBLEMS)}
+    random = {f"p{i}": [i in (6, 7, 8, 9)] for i in range(N_PROBLEMS)}
+    return pruned, random
+
+
+def exact_bootstrap_quantiles(values, denominator):
+    """2.5% / 97.5% quantiles of the exact bootstrap distribution of the mean of `values`
+    (problems resampled with replacement), from the distribution of the sum of len(values) draws."""
+    ints = [int(v * denominator) for v in values]
+    n, low, high = len(ints), min(ints) * len(ints), max(ints) * len(ints)
+    dist = {0: 1.0}
+    for _ in range(n):
+        step: dict[int, float] = {}
+        for total, p in dist.items():
+            for v in ints:
+                step[total + v] = step.get(total + v, 0.0) + p / n
+        dist = step
+    sums = np.arange(low, high + 1)
+    cdf = np.cumsum([dist.get(int(s), 0.0) for s in sums])
+    quantile = lambda q: sums[np.searchsorted(cdf, q - 1e-12)] / (n * denominator)  # noqa: E731
+    return quantile(0.025), quantile(0.975)
+
+
+def test_paired_interval_and_test_over_problems_and_seeds_match_a_hand_computation(tmp_path):
+    for seed in range(3):
+        pruned, random = known_outcomes(seed)
+        write_job(tmp_path / f"combined-{seed}", job_config(seed=seed), pruned, random)
+    report = write_report(tmp_path).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| combined |") and "(p=" in line)
+    mean, low, high, p = re.match(r"\| combined \| (\S+) \[(\S+), (\S+)\] \(p=([\d.]+)", row).groups()
+    # d per problem, averaged over its 3 seeds: 1 (p0-p3), 2/3 (p4, p5), -1/3 (p6), 0 (the rest)
+    problem_means = [Fraction(1)] * 4 + [Fraction(2, 3)] * 2 + [Fraction(-1, 3)] + [Fraction(0)] * 23
+    assert float(mean) == pytest.approx(float(sum(problem_means) / N_PROBLEMS), abs=5e-4)  # 15/90
+    # exact sign flips over the 7 non-zero problems, |d|·3 = 3,3,3,3,2,2,1 (sum 17, observed 15):
+    # |sum| >= 15 only when the flipped part sums to <= 1 or >= 16: 4 of the 128 flips
+    assert float(p) == pytest.approx(4 / 128, abs=5e-4)
+    nonzero = [m for m in problem_means if m]
+    flips = [sum(s * m for s, m in zip(signs, nonzero, strict=True)) for signs in itertools.product((-1, 1), repeat=7)]
+    assert sum(abs(f) >= abs(sum(nonzero)) for f in flips) == 4
+    # the interval is the problems-clustered bootstrap (seeds fixed): its exact quantiles
+    exact_low, exact_high = exact_bootstrap_quantiles(problem_means, 3)
+    assert float(low) == pytest.approx(exact_low, abs=1 / 90 + 5e-4)
+    assert float(high) == pytest.approx(exact_high, abs=1 / 90 + 5e-4)
+    assert float(low) > 0  # 15 of 90 pairs in one direction: an interval that excludes 0 ...
+    # ... where the old per-seed view could not say anything (3 seeds: sign-flip p >= 0.25)
+    assert "95% paired bootstrap over 30 problems × 3 seeds" in report
+    assert "the 3 seeds held fixed" in report
+    assert "exact two-sided sign-flip test over 30 problems" in report
+    # the per-seed values stay visible: seed 0 +5/30, seed 1 +6/30, seed 2 +4/30
+    assert "s0 +0.167, s1 +0.200, s2 +0.133 (wins 3/0/3; min–max over 3 seeds +0.133, +0.200; p over seeds=0.25)" in (
+        report
+    )
+
+
+def test_sweep_over_an_estimator_setting_gives_one_row_per_setting(tmp_path):
+    for damping, seed in itertools.product((0.1, 1.0), range(3)):
+        pruned, random = known_outcomes(seed)
+        if damping == 1.0:
+            pruned, random = random, pruned  # the other setting loses: averaging them would hide both
+        for strategy in ("combined", "random"):
+            config = job_config(
+                seed=seed,
+                **{
+                    "estimator.damping": damping,
+                    "pruning.strategy": strategy,
+                    # where artifacts are cached and how jobs were logged never splits a row
+                    "paths.cache_dir": f"/scratch/{seed}",
+                    "logger.mode": "online" if seed else "offline",
+                },
+            )
+            write_job(
+                tmp_path / f"d{damping}-{strategy}-{seed}", config, pruned, random if strategy != "random" else pruned
+            )
+    report = write_report(tmp_path).read_text()
+    assert "## estimator.damping=0.1" in report and "## estimator.damping=1.0" in report
+    assert report.count("| combined | 3 |") == 2 and report.count("| random | 3 |") == 2
+    assert re.search(r"\| combined \| \+0\.167 \[", report) and re.search(r"\| combined \| -0\.167 \[", report)
+    assert "`estimator.damping`" in report and "cache_dir" not in report.split("## ")[1].split("except")[0]
+
+
+def test_duplicate_jobs_are_refused_not_averaged(tmp_path, capsys):
+    for name in ("first", "second"):
+        pruned, random = known_outcomes(0)
+        write_job(tmp_path / name, job_config(seed=0, **{"paths.cache_dir": name}), pruned, random)
+    with pytest.raises(IfexpError, match=r"first and second have the same config and seed 0: refusing to average"):
+        write_report(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("ifexp-report: error: first and second") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("with_generations", [False, True])
+def test_three_seeds_never_give_a_95_percent_interval_over_seeds(tmp_path, with_generations):
+    """Without per-problem generations (or with too few problems) only the per-seed range is shown."""
+    for strategy, deltas in (("random", [0.0, 0.0, 0.0]), ("combined", [0.125, 0.25, -0.125])):
+        for seed, delta in enumerate(deltas):
+            config = job_config(seed=seed, **{"pruning.strategy": strategy})
+            if with_generations:  # 8 problems: too few for a bootstrap over problems
+                wins = round(delta * 8)
+                random = {f"p{i}": [i < 2] for i in range(8)}
+                pruned = {f"p{i}": [i < 2 + wins] if wins >= 0 else [i >= -wins and i < 2] for i in range(8)}
+                write_job(tmp_path / f"{strategy}-{seed}", config, pruned, random)
+            else:
+                metrics = {f"pass@1/{BENCH}": 0.25 + delta, f"delta_vs_random/{BENCH}": delta}
+                write_job(tmp_path / f"{strategy}-{seed}", config, metrics=metrics)
+    report = write_report(tmp_path).read_text()
+    assert "95%" not in report
+    assert "| combined | +0.083 (min–max -0.125, +0.250)" in report
+    assert "min–max over 3 seeds (not a confidence interval" in report
+
+
+def test_many_seeds_resample_seeds_too(tmp_path):
+    for seed in range(6):
+        pruned, random = known_outcomes(seed % 3)
+        write_job(tmp_path / f"combined-{seed}", job_config(seed=seed), pruned, random)
+    report = write_report(tmp_path).read_text()
+    assert "95% paired bootstrap over 30 problems × 6 seeds (problems and seeds resampled independently" in report
 
 
 def test_sign_flip_test_is_exact():
     assert sign_flip_p_value([0.1, 0.2, 0.3]) == pytest.approx(2 / 8)  # the smallest p with 3 seeds
     assert sign_flip_p_value([0.0, 0.0]) == 1.0
     assert sign_flip_p_value([1.0, -1.0]) == 1.0
+    # one seed, greedy: the exact McNemar test (6 discordant pairs one way, 1 the other, of 30 problems)
+    differences = [Fraction(1)] * 6 + [Fraction(-1)] + [Fraction(0)] * 23
+    assert sign_flip_p_value(differences) == pytest.approx(2 * (1 + 7) / 2**7)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    assert sign_flip_p_value(differences) == pytest.approx(scipy_stats.binomtest(6, 7).pvalue)
 
 
-def test_report_from_a_sweep_directory(tmp_path):
+def test_report_keeps_flaws_compute_and_figures(tmp_path):
     shared = tmp_path / "cache" / "sft" / "abc"  # one artifact every job reused: counted once
     shared.mkdir(parents=True)
     (shared / "manifest.json").write_text(json.dumps({"stage": "sft", "seconds": 5.0}))
-    for strategy, deltas in (("random", [0.0, 0.0, 0.0]), ("combined", [0.02, 0.04, -0.01])):
-        for seed, delta in enumerate(deltas):
-            job = tmp_path / f"{strategy}-{seed}"
-            job.mkdir()
-            metrics = {
-                "model": "m",
-                "dataset": "d",
-                "estimator": "proj_fisher",
-                "strategy": strategy,
-                "fraction": 0.25,
-                "seed": seed,
-                "pass@1/gsm": 0.1 + delta,
-                "random_pass@1/gsm": 0.1,
-                "delta_vs_random/gsm": delta,
-                "flaw/precision": 0.5,
-                "flaw/recall": 0.5,
-                "time/eval_s": 10.0,
-                "artifact/sft_full": str(shared),
-            }
-            (job / "metrics.json").write_text(json.dumps(metrics))
+    for strategy in ("random", "combined"):
+        for seed in range(3):
+            pruned, random = known_outcomes(seed)
+            extra = {"flaw/precision": 0.5, "flaw/recall": 0.5, "time/eval_s": 10.0, "artifact/sft_full": str(shared)}
+            config = job_config(seed=seed, **{"pruning.strategy": strategy})
+            write_job(
+                tmp_path / f"{strategy}-{seed}", config, random if strategy == "random" else pruned, random, extra
+            )
     report = write_report(tmp_path).read_text()
-    assert "| combined | 0.017 [" in report  # mean delta over the 3 seeds
-    assert "p=0.50, 2/1/3" in report
+    assert "| combined | 3 | 0.300 [" in report  # the strategy's pass@1 over problems × seeds
+    assert "| random | 3 | 0.133 [" in report
+    assert "| combined | 0.500 | 0.500 |  |" in report
     assert (tmp_path / "delta_vs_random.png").stat().st_size > 0
     assert (tmp_path / "flaw_detection.png").stat().st_size > 0
     assert "| sft | 1 | 5 | 5 |" in report
+    assert "| combined-2 | combined | 2 |" in report
