@@ -60,6 +60,77 @@ def test_bad_jsonl_line_fails_with_file_and_line(tmp_path):
     assert not list((tmp_path / "cache").glob("dataset/*/manifest.json"))
 
 
+# Runs ifexp with ifexp.pipeline replaced by a stand-in whose run_job crashes deep inside a job
+# (for pruning=random) and otherwise leaves a mark: a real job's unexpected error, in seconds.
+CRASHING_PIPELINE = """
+import sys, types
+from pathlib import Path
+
+
+def exploding_stage():
+    raise RuntimeError("boom")
+
+
+def run_job(cfg, run_dir, tracker=None):
+    if cfg.pruning.strategy == "random":
+        exploding_stage()
+    (Path(run_dir) / "ran").write_text("ok")
+    return {}
+
+
+sys.modules["ifexp.pipeline"] = types.SimpleNamespace(run_job=run_job)
+from ifexp.cli import main
+
+main()
+"""
+CRASH_JOB = ["experiment=smoke", "logger=none"]
+
+
+def run_crashing(tmp_path, *args, full_error=False):
+    shim = tmp_path / "crashing_ifexp.py"
+    shim.write_text(CRASHING_PIPELINE)
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update({"WANDB_SILENT": "true", **({"HYDRA_FULL_ERROR": "1"} if full_error else {})})
+    command = [sys.executable, str(shim), *args, *CRASH_JOB, f"paths.cache_dir={tmp_path}/cache"]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_unexpected_crash_leaves_its_traceback_in_run_log_and_one_line_on_the_terminal(tmp_path):
+    result = run_crashing(tmp_path, "pruning=random", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 1
+    run_log = (tmp_path / "run" / "run.log").read_text()
+    assert "Traceback (most recent call last)" in run_log and "exploding_stage" in run_log
+    assert "RuntimeError: boom" in run_log
+    terminal = result.stdout + result.stderr
+    assert "Traceback" not in terminal
+    mentions = [line for line in terminal.splitlines() if "boom" in line]
+    assert mentions == result.stderr.strip().splitlines(), terminal[-3000:]
+    assert len(mentions) == 1
+    line = mentions[0]
+    assert line.startswith("ifexp: error: ") and "RuntimeError: boom" in line and "exploding_stage" in line
+    assert str(tmp_path / "run" / "run.log") in line
+
+
+def test_full_error_puts_the_traceback_on_the_terminal_too(tmp_path):
+    result = run_crashing(tmp_path, "pruning=random", f"hydra.run.dir={tmp_path}/run", full_error=True)
+    assert result.returncode != 0
+    assert "Traceback (most recent call last)" in result.stderr and "exploding_stage" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "RuntimeError: boom"
+    assert "exploding_stage" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_a_crashed_job_does_not_stop_the_sweep_and_keeps_its_traceback(tmp_path):
+    result = run_crashing(tmp_path, "-m", "pruning=random,high_harm", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    assert (tmp_path / "sweep" / "1" / "ran").is_file(), "the sweep stopped at the crashed job"
+    run_log = (tmp_path / "sweep" / "0" / "run.log").read_text()
+    assert "Traceback (most recent call last)" in run_log and "exploding_stage" in run_log
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ifexp: error: ") and "RuntimeError: boom" in last
+    assert str(tmp_path / "sweep" / "0" / "run.log") in last
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

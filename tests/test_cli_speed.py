@@ -1,0 +1,84 @@
+"""`ifexp --help` and `ifexp --info` answer at once from any folder and list ifexp's config groups only."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+# The console script beside this interpreter (what a user types), else the module.
+_SCRIPT = Path(sys.executable).with_name("ifexp")
+IFEXP = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "ifexp.cli"]
+APP_GROUPS = {"model", "dataset", "estimator", "pruning", "train", "eval", "engine", "logger", "experiment", "sweeps"}
+# ~0.9 s of CPU (1.9 s wall with the 2-core test machine's load at 7); walking the whole
+# repository as config groups (.venv, .git, outputs) took minutes.
+LIMIT_S = 3.0
+
+
+def timed_ifexp(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    start = time.perf_counter()
+    # a generous timeout, so that a regression fails here instead of hanging the suite
+    result = subprocess.run([*IFEXP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return result, time.perf_counter() - start
+
+
+def quick_ifexp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs ifexp and asserts it answered within LIMIT_S (best of two: a busy machine is noisy)."""
+    result, elapsed = timed_ifexp(*args, cwd=cwd)
+    if elapsed >= LIMIT_S:
+        result, elapsed = min((result, elapsed), timed_ifexp(*args, cwd=cwd), key=lambda run: run[1])
+    assert elapsed < LIMIT_S, f"ifexp {' '.join(args)} took {elapsed:.1f} s"
+    return result
+
+
+def listed_groups(help_text: str) -> dict[str, str]:
+    """`group: option, option` lines between Hydra's groups header and its config section."""
+    section = help_text.split("Compose your configuration from those groups (group=option)", 1)[1]
+    section = section.split("== Config ==", 1)[0]
+    return dict(line.split(": ", 1) for line in section.strip().splitlines())
+
+
+def test_help_is_quick_from_any_folder_and_lists_only_ifexp_groups(tmp_path):
+    result = quick_ifexp("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    groups = listed_groups(result.stdout)
+    assert set(groups) == APP_GROUPS, sorted(groups)
+    assert {"cpu_demo", "tiny_all", "paper", "transfer"} <= set(groups["sweeps"].split(", "))
+    assert {"smollm2_135m", "tiny_llama"} <= set(groups["model"].split(", "))
+    assert not list(tmp_path.iterdir()), "--help wrote into the working folder"
+
+
+def test_info_is_quick_and_searches_only_conf_and_sweeps(tmp_path):
+    result = quick_ifexp("--info", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    search_path = result.stdout.split("Config search path", 1)[1].split("Defaults Tree", 1)[0]
+    assert f"file://{REPO / 'conf'}" in search_path
+    assert str(REPO / "sweeps") in search_path
+    assert f"file://{REPO} " not in search_path, "the whole repository is on the search path"
+
+
+@pytest.mark.parametrize("sweep", ["tiny_all", "cpu_demo"])
+def test_named_sweep_still_composes_from_another_folder(sweep, tmp_path):
+    result, _ = timed_ifexp(f"sweeps={sweep}", "--cfg", "hydra", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "mode: MULTIRUN" in result.stdout and f"sweeps/{sweep}" in result.stdout
+
+
+def test_unknown_sweep_fails_with_one_line(tmp_path):
+    result, _ = timed_ifexp("sweeps=nope", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "Could not find 'sweeps/nope'" in result.stderr and "Available options" in result.stderr
+
+
+def test_cli_imports_no_heavy_module():
+    """--help must not pay for torch, transformers or the pipeline."""
+    code = "import sys, ifexp.cli; print(' '.join(sorted(sys.modules)))"
+    modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    heavy = {"torch", "transformers", "numpy", "vllm", "wandb", "ifexp.pipeline"}
+    assert not heavy & set(modules), sorted(heavy & set(modules))
