@@ -104,7 +104,8 @@ class EngineConfig:
     cpu_threads_bind: str = "all"
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.85
-    max_model_len: int = 1024
+    # 0 = auto: the longest prompt + max_new_tokens of each engine start (ifexp.evaluate.engines)
+    max_model_len: int = 0
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,15 @@ IGNORE_INDEX = -100
 class EncodedSet:
     input_ids: list[list[int]]
     prompt_lengths: list[int]
+    # examples longer than model.max_seq_len: cut to it (kept) or dropped (overlong=reject, or a
+    # prompt that alone fills max_seq_len)
     n_truncated: int
     n_rejected: int
+    # response tokens cut off the truncated examples, in total (their final answers are lost with them)
+    n_tokens_cut: int = 0
+    # the longest example before truncation (prompt + trace + end-of-turn): the max_seq_len that
+    # would keep every example whole
+    max_example_len: int = 0
 
     def rows(self) -> list[tuple[list[int], int]]:
         """(input_ids, n_prompt_tokens) per example: what collate batches."""
@@ -35,22 +43,28 @@ class EncodedSet:
 
 
 def encode_examples(tokenizer, examples: list[Example], model_cfg: ModelConfig, overlong: str) -> EncodedSet:
-    """Token ids of every example; over-long ones truncated or dropped (and counted)."""
+    """Token ids of every example; over-long ones truncated or dropped (and counted, with the
+    tokens cut and the longest example's length)."""
     if overlong not in ("truncate", "reject"):
         raise IfexpError(f"train.overlong='{overlong}': expected truncate or reject")
-    input_ids, prompt_lengths, n_truncated, n_rejected = [], [], 0, 0
+    max_len = model_cfg.max_seq_len
+    input_ids, prompt_lengths, n_truncated, n_rejected, n_tokens_cut, longest = [], [], 0, 0, 0, 0
     for example in examples:
-        ids, n_prompt, truncated = encode_example(
-            tokenizer, example.question, example.cot, model_cfg.max_seq_len, model_cfg.system_prompt
+        # whole first (nothing cut), then cut here: the same ids as encode_example at max_seq_len
+        ids, n_prompt, _ = encode_example(
+            tokenizer, example.question, example.cot, sys.maxsize, model_cfg.system_prompt
         )
-        if truncated:
-            if overlong == "reject" or n_prompt >= len(ids):
+        longest = max(longest, len(ids))
+        if len(ids) > max_len:
+            if overlong == "reject" or n_prompt >= max_len:
                 n_rejected += 1
                 continue
             n_truncated += 1
+            n_tokens_cut += len(ids) - max_len
+            ids = ids[:max_len]
         input_ids.append(ids)
         prompt_lengths.append(n_prompt)
-    return EncodedSet(input_ids, prompt_lengths, n_truncated, n_rejected)
+    return EncodedSet(input_ids, prompt_lengths, n_truncated, n_rejected, n_tokens_cut, longest)
 
 
 def line_break_ids(tokenizer) -> frozenset[int]:
@@ -272,6 +286,8 @@ def finetune(
         "n_examples": len(rows),
         "n_truncated": encoded.n_truncated,
         "n_rejected": encoded.n_rejected,
+        "n_tokens_cut": encoded.n_tokens_cut,
+        "max_example_len": encoded.max_example_len,
         "first_loss": losses[0] if losses else None,
         "final_loss": sum(losses[-5:]) / max(1, len(losses[-5:])),
         "losses": losses,

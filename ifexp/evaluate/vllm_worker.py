@@ -2,6 +2,9 @@
 
 Runs every job of one base model through one vLLM instance (LoRA adapters served without
 merging) and writes the samples as JSON. Kept in its own process so vLLM's memory is freed.
+The request carries the max_model_len to start vLLM with (`engines.check_model_len`: the longest
+prompt plus max_new_tokens, or the fixed engine.max_model_len), so no generation is stopped by the
+model length; a sample that reaches max_tokens is marked length_capped (finish_reason "length").
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def main(request_path: str, response_path: str) -> None:
         model=request["model_path"],
         dtype=engine["dtype"],
         enforce_eager=engine["enforce_eager"],
-        max_model_len=engine["max_model_len"],
+        max_model_len=request["max_model_len"],
         tensor_parallel_size=engine["tensor_parallel_size"],
         gpu_memory_utilization=engine["gpu_memory_utilization"],
         enable_lora=bool(adapters),
@@ -64,7 +67,8 @@ def main(request_path: str, response_path: str) -> None:
             samples = []
             for completion in output.outputs:
                 ids = cut_at_eos(list(completion.token_ids), eos_ids)
-                samples.append(asdict(Sample(tokenizer.decode(ids, skip_special_tokens=True), ids)))
+                capped = completion.finish_reason == "length"
+                samples.append(asdict(Sample(tokenizer.decode(ids, skip_special_tokens=True), ids, capped)))
             per_prompt.append(samples)
         results[job["name"]] = per_prompt
     Path(response_path).write_text(json.dumps(results))
