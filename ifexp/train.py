@@ -16,7 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ifexp.data import Example
-from ifexp.models import encode_example, load_model, load_tokenizer
+from ifexp.models import load_model, load_tokenizer
+from ifexp.prompts import encode_example
 from ifexp.schema import IfexpError, ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)

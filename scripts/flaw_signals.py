@@ -29,10 +29,10 @@ from ifexp.influence.features import read_store
 from ifexp.influence.score import influence_matrix, influence_scores, self_influence
 from ifexp.models import load_tokenizer, prepare_model
 from ifexp.pipeline import (
+    checkpoint,
     dataset_stage,
     eval_stage,
     features_stage,
-    model_under_test,
     perplexity_stage,
     query_examples,
     read_generations,
@@ -56,7 +56,7 @@ def main(overrides: list[str]) -> None:
     answers = eval_stage(
         cfg,
         cache,
-        {"theta": model_under_test(cfg, base, theta)},
+        {"theta": checkpoint(cfg, base, theta)},
         problems,
         asdict(cfg.queries),
         cfg.model.system_prompt,
@@ -64,9 +64,9 @@ def main(overrides: list[str]) -> None:
     )["theta"]["val"]
     queries, correct = query_examples(read_generations(answers))
     stores = {
-        "train": features_stage(cfg, cache, cfg.model, base, theta, train, "train"),
-        "references": features_stage(cfg, cache, cfg.model, base, theta, val, "val_references"),
-        "queries": features_stage(cfg, cache, cfg.model, base, theta, queries, "queries"),
+        "train": features_stage(cfg, cache, cfg.model, checkpoint(cfg, base, theta), train, "train"),
+        "references": features_stage(cfg, cache, cfg.model, checkpoint(cfg, base, theta), val, "val_references"),
+        "queries": features_stage(cfg, cache, cfg.model, checkpoint(cfg, base, theta), queries, "queries"),
     }
     train_f, ref_f, query_f = (np.array(read_store(stores[k])[1], dtype=np.float32) for k in stores)
     flawed = np.array([bool(e.flaw) for e in train])

@@ -27,7 +27,7 @@ from ifexp.influence.estimator import make_estimator_preconditioner, make_projec
 from ifexp.influence.features import extract_features, read_store
 from ifexp.influence.score import self_influence
 from ifexp.models import load_for_gradients, load_tokenizer, prepare_model
-from ifexp.pipeline import dataset_stage, features_stage, model_under_test, sft_stage
+from ifexp.pipeline import checkpoint, dataset_stage, features_stage, sft_stage
 from ifexp.selection import flaw_aurocs
 from ifexp.train import collate, encode_examples, line_break_ids, step_spans
 
@@ -41,7 +41,8 @@ def main(overrides: list[str]) -> None:
     train = splits["train"]
     base = prepare_model(cfg.model, cache)
     theta = sft_stage(cfg, cache, cfg.model, base, train, cfg.scorer_seed, replace(cfg.train, epochs=cfg.scorer_epochs))
-    traces = np.array(read_store(features_stage(cfg, cache, cfg.model, base, theta, train, "train"))[1], np.float32)
+    theta_star = checkpoint(cfg, base, theta)
+    traces = np.array(read_store(features_stage(cfg, cache, cfg.model, theta_star, train, "train"))[1], np.float32)
     tokenizer = load_tokenizer(base)
     step_ends = line_break_ids(tokenizer)
     encoded = encode_examples(tokenizer, train, cfg.model, "truncate")
@@ -53,7 +54,7 @@ def main(overrides: list[str]) -> None:
             owner.append(index)
             is_last.append(number == len(spans) - 1)
     owner, is_last = np.array(owner), np.array(is_last)
-    model = load_for_gradients(*model_under_test(cfg, base, theta))
+    model = load_for_gradients(theta_star.model_path, theta_star.adapter)
     lines, line_losses = extract_features(
         model,
         rows,

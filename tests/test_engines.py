@@ -12,7 +12,8 @@ from ifexp.evaluate.engines import (
     model_context_len,
     required_model_len,
 )
-from ifexp.models import load_tokenizer, prompt_ids
+from ifexp.models import load_tokenizer
+from ifexp.prompts import prompt_ids
 from ifexp.schema import EngineConfig, IfexpError, TrainConfig
 from ifexp.train import finetune
 

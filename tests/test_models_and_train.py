@@ -1,6 +1,7 @@
 import torch
 
-from ifexp.models import encode_example, load_model, load_tokenizer, prompt_ids
+from ifexp.models import load_model, load_tokenizer
+from ifexp.prompts import encode_example, prompt_ids
 from ifexp.schema import TrainConfig
 from ifexp.train import IGNORE_INDEX, collate, encode_examples, finetune
 

@@ -1,6 +1,7 @@
 """Sweeps: every strategy on the tiny model through a real Hydra multirun, reused from the cache
 on a second invocation; the named sweeps compose job by job; Slurm / submitit launchers."""
 
+import csv
 import itertools
 import json
 import subprocess
@@ -41,7 +42,10 @@ def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path
         results[strategy] = {k: v for k, v in metrics.items() if "pass@1" in k or k.startswith("flaw/")}
     for strategy in INFLUENCE_STRATEGIES:
         header = (jobs[strategy] / "scores.csv").read_text().splitlines()[0]
-        assert header == "example_id,s_correct,s_incorrect,rank_correct,rank_incorrect,rank_score,perplexity,kept,flaw"
+        assert header.startswith(
+            "example_id,s_correct,s_incorrect,rank_correct,rank_incorrect,rank_score,perplexity,kept,flaw,"
+        )
+        assert header.endswith(",trace_answer_correct,self_influence")
         assert (jobs[strategy] / "figures" / "scores_scatter.png").is_file()
     metrics = json.loads((jobs["combined"] / "metrics.json").read_text())
     assert metrics["queries/n_correct"] > 0 and metrics["queries/n_incorrect"] > 0
@@ -52,6 +56,14 @@ def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path
     # self_influence reuses theta* and its training features, and needs no queries
     own = json.loads((jobs["self_influence"] / "metrics.json").read_text())
     assert own["artifact/features_train"] == metrics["artifact/features_train"] and "artifact/queries" not in own
+    # ... and writes scores.csv too: its I(d, d) beside the empty query-based columns
+    with (jobs["self_influence"] / "scores.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 32 and all(r["self_influence"] and not r["s_correct"] for r in rows)
+    # the easy set's labelled traces end with a wrong answer, kept as written and flagged
+    assert {r["example_id"] for r in rows if r["trace_answer_correct"] == "0"} == {
+        r["example_id"] for r in rows if r["flaw"]
+    }
     # the oracle removes every labelled flaw (fewer than the 8 it removes)
     assert json.loads((jobs["oracle"] / "metrics.json").read_text())["flaw/recall"] == 1.0
 

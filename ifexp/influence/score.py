@@ -113,16 +113,19 @@ def write_scores_csv(
     kept: Sequence[bool] | None = None,
     flaw: Sequence[str] | None = None,
     trace_answer_correct: Sequence[bool] | None = None,
+    self_influence: Sequence[float] | None = None,
 ) -> None:
     """scores.csv (DESIGN.md contract): one row per training example.
 
     Columns: example_id, s_correct, s_incorrect, rank_correct, rank_incorrect, rank_score,
     perplexity, kept (+ flaw where the dataset has labels, + trace_answer_correct (1/0: does the
-    trace's own final answer match the gold answer) where given). Unknown values are left empty.
+    trace's own final answer match the gold answer) and self_influence (I(d, d)) where given).
+    Unknown values are left empty.
     """
     header = ["example_id", *SCORE_COLUMNS, "perplexity", "kept"]
     header += ["flaw"] if flaw is not None else []
     header += ["trace_answer_correct"] if trace_answer_correct is not None else []
+    header += ["self_influence"] if self_influence is not None else []
     with Path(path).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -135,4 +138,6 @@ def write_scores_csv(
                 row.append(flaw[i])
             if trace_answer_correct is not None:
                 row.append(int(bool(trace_answer_correct[i])))
+            if self_influence is not None:
+                row.append(f"{self_influence[i]:.8g}")
             writer.writerow(row)

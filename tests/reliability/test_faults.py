@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ifexp.pipeline import dataset_stage, features_stage, sft_stage
+from ifexp.pipeline import checkpoint, dataset_stage, features_stage, sft_stage
 from ifexp.schema import DatasetConfig, EstimatorConfig, IfexpError, JobConfig, LoggerConfig, TrainConfig
 
 
@@ -35,7 +35,7 @@ def test_disk_full_while_writing_features(trained, tiny_model, tmp_path, monkeyp
 
     monkeypatch.setattr(features_module.np.lib.format, "open_memmap", no_space)
     with pytest.raises(IfexpError, match=r"disk full while writing the features artifact under .*: nothing was kept"):
-        features_stage(cfg, tmp_path, cfg.model, tiny_model, sft_dir, train, "train")
+        features_stage(cfg, tmp_path, cfg.model, checkpoint(cfg, tiny_model, sft_dir), train, "train")
     assert leftovers(tmp_path) == []
 
 
@@ -53,7 +53,7 @@ def test_non_finite_gradients_name_the_example(trained, tiny_model, tmp_path, mo
 
     monkeypatch.setattr(features_module, "forward_backward", poisoned)
     with pytest.raises(IfexpError, match=rf"non-finite gradient features for example #1 \({train[1].id}\)"):
-        features_stage(cfg, tmp_path, cfg.model, tiny_model, sft_dir, train, "train")
+        features_stage(cfg, tmp_path, cfg.model, checkpoint(cfg, tiny_model, sft_dir), train, "train")
     assert leftovers(tmp_path) == []
 
 
