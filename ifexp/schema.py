@@ -264,6 +264,12 @@ def validate(cfg: JobConfig) -> None:
         raise IfexpError(f"estimator.query_rank={cfg.estimator.query_rank}: must be >= 0 (0 = exact)")
     if cfg.estimator.preconditioner == "kfac" and cfg.estimator.projection != "kronecker":
         raise IfexpError("estimator.preconditioner=kfac needs estimator.projection=kronecker")
+    if cfg.pruning.strategy == "self_influence" and cfg.estimator.preconditioner == "grad_cos":
+        # cosine self-influence is |phi(d)|^2 / |phi(d)|^2 = 1 for every d: its ranking is rounding noise
+        raise IfexpError(
+            "pruning.strategy=self_influence with estimator.preconditioner=grad_cos: cosine self-influence is 1 "
+            "for every example; use estimator.preconditioner=grad_dot or proj_fisher"
+        )
     if cfg.dataset.source == "jsonl" and not cfg.dataset.path:
         raise IfexpError("dataset=jsonl needs dataset.path=FILE")
     for key in (

@@ -3,15 +3,16 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from ifexp.cache import read_manifest
 from ifexp.influence.features import read_store
-from ifexp.pipeline import dataset_stage, features_stage, sft_stage
+from ifexp.pipeline import checkpoint, dataset_stage, features_stage, sft_stage
 from ifexp.schema import DatasetConfig, EstimatorConfig, JobConfig, TrainConfig
 
 
-def fine_tuned(tiny_model: str, tiny_model_cfg, cache_dir, n_train: int):
-    """(job config, splits, theta*'s sft artifact) of a 2-step fine-tuning on n_train examples."""
+def fine_tuned(tiny_model, tiny_model_cfg, cache_dir, n_train: int):
+    """(job config, splits, theta*) of a 2-step fine-tuning on n_train examples."""
     cfg = JobConfig(
         model=tiny_model_cfg,
         dataset=DatasetConfig(n_train=n_train, n_val=4, n_test=4),
@@ -19,13 +20,23 @@ def fine_tuned(tiny_model: str, tiny_model_cfg, cache_dir, n_train: int):
         estimator=EstimatorConfig(projection="sjlt", k=256, batch_size=4),
     )
     _, splits = dataset_stage(cfg, cache_dir)
-    return cfg, splits, sft_stage(cfg, cache_dir, cfg.model, tiny_model, splits["train"], cfg.seed)
+    sft = sft_stage(cfg, cache_dir, cfg.model, tiny_model, splits["train"], cfg.seed)
+    return cfg, splits, checkpoint(cfg, tiny_model, sft)
+
+
+def with_estimator(cfg: JobConfig, **changes) -> JobConfig:
+    return replace(cfg, estimator=replace(cfg.estimator, **changes))
 
 
 def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path, monkeypatch):
-    cfg, splits, sft_dir = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=12)
-    first = features_stage(cfg, tmp_path, cfg.model, tiny_model, sft_dir, splits["train"], "train")
-    ids, features = read_store(first)
+    cfg, splits, theta = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=12)
+
+    def train_features(job: JobConfig):
+        return features_stage(job, tmp_path, job.model, theta, splits["train"], "train")
+
+    first = train_features(cfg)
+    ids, stored = read_store(first)
+    features = np.array(stored)  # a copy, not the store's memmap
     assert ids == [e.id for e in splits["train"]] and features.shape == (12, 256)
     assert np.abs(features).sum() > 0
 
@@ -33,24 +44,28 @@ def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path,
     import ifexp.influence.features as features_module
 
     monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
-    second = features_stage(cfg, tmp_path, cfg.model, tiny_model, sft_dir, splits["train"], "train")
+    second = train_features(cfg)
     assert second == first and read_manifest(second)["n"] == 12
-    # A different preconditioner shares the store; a different projection does not.
-    shared = replace(cfg, estimator=replace(cfg.estimator, preconditioner="grad_dot"))
-    assert features_stage(shared, tmp_path, shared.model, tiny_model, sft_dir, splits["train"], "train") == first
+    # A different preconditioner shares the store; a different projection does not ...
+    assert train_features(with_estimator(cfg, preconditioner="grad_dot", damping=0.5)) == first
+    reprojected = with_estimator(cfg, seed=1)
+    with pytest.raises(AssertionError):  # ... it extracts (so the patch above really was in the way)
+        train_features(reprojected)
+    monkeypatch.undo()
+    other = train_features(reprojected)
+    # ... into a store of its own, with other features (same shape: only the projection's seed differs)
+    assert other != first and other.path != first.path
+    other_ids, other_features = read_store(other)
+    assert other_ids == ids and other_features.shape == features.shape
+    assert not np.allclose(other_features, features)
+    assert np.array_equal(read_store(first)[1], features)  # the first store is untouched
 
 
 def test_step_mean_features_are_a_store_of_their_own(tiny_model, tiny_model_cfg, tmp_path):
-    cfg, splits, sft_dir = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=8)
+    cfg, splits, theta = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=8)
     stores = {
         weighting: features_stage(
-            replace(cfg, estimator=replace(cfg.estimator, loss_weighting=weighting)),
-            tmp_path,
-            cfg.model,
-            tiny_model,
-            sft_dir,
-            splits["train"],
-            "train",
+            with_estimator(cfg, loss_weighting=weighting), tmp_path, cfg.model, theta, splits["train"], "train"
         )
         for weighting in ("token_mean", "step_mean")
     }

@@ -8,7 +8,13 @@ from ifexp.influence.capture import LayerRecorder, forward_backward, per_example
 from ifexp.influence.features import extract_features, read_store, write_store
 from ifexp.influence.precondition import make_preconditioner
 from ifexp.influence.project import ExactProjector
-from ifexp.influence.score import influence_matrix, influence_scores, percentile_ranks, self_influence
+from ifexp.influence.score import (
+    influence_matrix,
+    influence_scores,
+    lowrank_queries,
+    percentile_ranks,
+    self_influence,
+)
 from ifexp.models import load_model, load_tokenizer
 from ifexp.schema import TrainConfig
 from ifexp.train import apply_lora, collate, encode_examples
@@ -135,12 +141,21 @@ def test_lowrank_queries_are_the_best_rank_r_approximation():
     rank_3 = influence_matrix(train, queries, grad_dot, query_rank=3, chunk=16)
     assert np.abs(rank_3 - exact).max() < 0.02 * np.abs(exact).max()
     rank_1 = influence_matrix(train, queries, grad_dot, query_rank=1)
-    # Eckart-Young: the rank-1 residual is the energy beyond the first singular value
-    singular = np.linalg.svd(queries, compute_uv=False)
-    residual = np.linalg.norm(queries - queries @ np.linalg.pinv(queries) @ queries)
-    assert residual < 1e-3
     assert np.linalg.norm(rank_1 - exact) > np.linalg.norm(rank_3 - exact)
-    assert singular[3] < 0.1 * singular[2]
+    left, singular, right = np.linalg.svd(queries.astype(np.float64), full_matrices=False)
+    assert singular[3] < 0.1 * singular[2]  # the data really is near rank 3
+    for rank, scored in ((1, rank_1), (3, rank_3)):
+        # Eckart-Young: the compressed queries are the truncated SVD, and what they leave out is
+        # exactly the energy beyond the first `rank` singular values
+        basis, coefficients = lowrank_queries(torch.tensor(queries), rank)
+        compressed = (basis @ coefficients).T.double().numpy()
+        truncated = (left[:, :rank] * singular[:rank]) @ right[:rank]
+        np.testing.assert_allclose(compressed, truncated, atol=1e-4 * singular[0])
+        np.testing.assert_allclose(
+            np.linalg.norm(queries - compressed), np.sqrt((singular[rank:] ** 2).sum()), rtol=1e-3
+        )
+        # and scoring against them is scoring against the truncated queries
+        np.testing.assert_allclose(scored, train @ truncated.T, rtol=1e-4, atol=1e-4 * np.abs(exact).max())
 
 
 @pytest.mark.parametrize("estimator", ["grad_dot", "grad_cos", "proj_fisher"])
@@ -148,5 +163,30 @@ def test_self_influence_is_the_diagonal_of_train_on_train_influence(estimator):
     train = np.random.default_rng(2).normal(size=(30, 8)).astype(np.float32)
     preconditioner = make_preconditioner(estimator, damping=0.5).fit(torch.tensor(train))
     expected = np.diag(influence_matrix(train, train, preconditioner))
-    np.testing.assert_allclose(self_influence(train, preconditioner, chunk=7), expected, rtol=1e-4)
-    assert (self_influence(train, preconditioner) > 0).all()
+    values = self_influence(train, preconditioner, chunk=7)
+    np.testing.assert_allclose(values, expected, rtol=1e-4)
+    assert (values > 0).all()
+    if estimator == "grad_cos":  # the same for every example: why validate() rejects it for pruning
+        np.testing.assert_allclose(values, 1.0, rtol=1e-6)
+    else:  # a ranking: the examples differ
+        assert values.std() > 0.1 * values.mean()
+
+
+def test_self_influence_pruning_rejects_the_cosine_estimator():
+    from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, PruningConfig, validate
+
+    def job(preconditioner: str, strategy: str = "self_influence") -> JobConfig:
+        return JobConfig(
+            estimator=EstimatorConfig(name=preconditioner, preconditioner=preconditioner),
+            pruning=PruningConfig(strategy=strategy, fraction=0.2),
+        )
+
+    with pytest.raises(IfexpError) as error:
+        validate(job("grad_cos"))
+    message = str(error.value)
+    assert "\n" not in message
+    for words in ("pruning.strategy=self_influence", "estimator.preconditioner=grad_cos", "grad_dot", "proj_fisher"):
+        assert words in message
+    validate(job("grad_dot"))
+    validate(job("proj_fisher"))
+    validate(job("grad_cos", strategy="combined"))  # cosine influence on queries stays allowed
