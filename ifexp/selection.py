@@ -2,7 +2,10 @@
 
 Every strategy is a *removal score* per example (higher = removed first); pruning removes the
 top floor(p * |D|). The same score ranks examples for flaw detection (AUROC), so the two can
-never disagree. Pure functions over arrays: no model, no Hydra.
+never disagree. Flaw detection is also reported per flaw family (ifexp.tasks.FLAW_FAMILY):
+answer-visible flaws (the trace's own final answer is wrong or missing: an answer check finds
+them) and answer-preserving ones (the answer is right, the reasoning is not). Pure functions over
+arrays: no model, no Hydra.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ifexp.schema import IfexpError, PruningConfig
+from ifexp.tasks import FAMILIES, flaw_family
 
 INFLUENCE_STRATEGIES = ("low_benefit", "high_harm", "combined")
 
@@ -34,15 +38,20 @@ class Signals:
     embedding: np.ndarray | None = None
     # does the trace's own final answer match the gold answer (grading.check_trace_answers)
     trace_answer_correct: np.ndarray | None = None
+    # the length of each trace (characters of its cot)
+    length: np.ndarray | None = None
+    # each example's loss under theta* (mean response-token cross-entropy)
+    theta_loss: np.ndarray | None = None
     n_correct_queries: int = 0
     n_incorrect_queries: int = 0
 
 
 def needed_signals(strategy: str) -> set[str]:
-    """Which signals a strategy needs computed (influence, perplexity, embedding)."""
+    """Which signals a strategy needs computed (influence, perplexity, embedding, ...); the trace
+    answers and lengths are always there."""
     if strategy in INFLUENCE_STRATEGIES:
         return {"influence"}
-    if strategy in ("perplexity", "embedding", "self_influence"):
+    if strategy in ("perplexity", "embedding", "self_influence", "theta_loss"):
         return {strategy}
     return set()
 
@@ -85,6 +94,22 @@ def removal_scores(cfg: PruningConfig, signals: Signals, seed: int) -> np.ndarra
         return np.abs(ppl - np.median(ppl))  # middle: remove both tails
     if strategy == "embedding":
         return np.asarray(signals.embedding, dtype=np.float64)
+    if strategy == "answer_check":  # wrong or missing final answers first (random order), then random
+        if signals.trace_answer_correct is None:
+            raise IfexpError("pruning=answer_check needs each trace's answer checked (Signals.trace_answer_correct)")
+        wrong = ~np.asarray(signals.trace_answer_correct, dtype=bool)
+        return wrong + np.random.default_rng(seed).random(n) * 0.5
+    if strategy == "length":
+        length = np.asarray(signals.length, dtype=np.float64)
+        return length if cfg.length_keep == "short" else -length
+    if strategy == "theta_loss":
+        loss = np.asarray(signals.theta_loss, dtype=np.float64)
+        if cfg.loss_keep == "low":
+            return loss
+        # middle: remove both tails, as many from each (by rank: theta*'s losses are very skewed)
+        rank = np.empty(n)
+        rank[np.argsort(loss, kind="stable")] = np.arange(n)
+        return np.abs(rank - (n - 1) / 2)
     if strategy == "self_influence":  # remove what the rest of the data explains least
         return np.asarray(signals.self_influence, dtype=np.float64)
     if strategy == "low_benefit":
@@ -142,19 +167,41 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def precision_at_n(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Of the examples a removal score ranks first, as many as there are positives, the fraction
+    that are positive (ties in dataset order, as `select` removes them)."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    if n_pos == 0:
+        return float("nan")
+    return float(positive[np.argsort(-np.asarray(scores), kind="stable")[:n_pos]].mean())
+
+
+def flaw_groups(flaw: list[str]) -> dict[str, np.ndarray]:
+    """Each flaw kind, and each flaw family its kinds belong to (ifexp.tasks.FLAW_FAMILY), as a
+    mask of its examples."""
+    labels = np.asarray(flaw, dtype=object)
+    groups = {kind: labels == kind for kind in sorted({f for f in flaw if f})}
+    families = np.asarray([flaw_family(f) if f else None for f in flaw], dtype=object)
+    groups.update({family: families == family for family in FAMILIES if (families == family).any()})
+    return groups
+
+
 def flaw_aurocs(scores: np.ndarray, flaw: list[str]) -> dict[str, float]:
-    """AUROC of a removal score at finding the flawed examples: `all`, and each kind against the
-    clean examples only."""
+    """AUROC of a removal score at finding the flawed examples: `all`, and each kind and each flaw
+    family (answer_visible, answer_preserving) against the clean examples only."""
     flawed = np.asarray([bool(f) for f in flaw])
     out = {"all": auroc(scores, flawed)}
-    for kind in sorted({f for f in flaw if f}):
-        clean_or_kind = (np.asarray(flaw) == kind) | ~flawed
-        out[kind] = auroc(scores[clean_or_kind], flawed[clean_or_kind])
+    for group, members in flaw_groups(flaw).items():
+        clean_or_group = members | ~flawed
+        out[group] = auroc(scores[clean_or_group], flawed[clean_or_group])
     return out
 
 
 def flaw_detection(kept: np.ndarray, scores: np.ndarray | None, flaw: list[str]) -> dict[str, float]:
-    """Precision and recall of the removed set at finding flawed examples (+ AUROC, per kind)."""
+    """Precision and recall of the removed set at finding flawed examples; per kind and per flaw
+    family: recall, and from the ranking, AUROC and precision at the flawed count (the first
+    |flawed of that group| examples ranked among the group and the clean ones)."""
     flawed = np.asarray([bool(f) for f in flaw])
     if not flawed.any():
         return {}
@@ -164,11 +211,16 @@ def flaw_detection(kept: np.ndarray, scores: np.ndarray | None, flaw: list[str])
         "flaw/precision": hits / removed.sum() if removed.any() else float("nan"),
         "flaw/recall": hits / flawed.sum(),
     }
-    for kind in sorted({f for f in flaw if f}):
-        of_kind = np.asarray([f == kind for f in flaw])
-        out[f"flaw/recall/{kind}"] = int((removed & of_kind).sum()) / int(of_kind.sum())
+    groups = flaw_groups(flaw)
+    for group, members in groups.items():
+        out[f"flaw/recall/{group}"] = int((removed & members).sum()) / int(members.sum())
     if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64)
         aurocs = flaw_aurocs(scores, flaw)
         out["flaw/auroc"] = aurocs.pop("all")
-        out.update({f"flaw/auroc/{kind}": value for kind, value in aurocs.items()})
+        out.update({f"flaw/auroc/{group}": value for group, value in aurocs.items()})
+        out["flaw/precision_at_n"] = precision_at_n(scores, flawed)
+        for group, members in groups.items():
+            clean_or_group = members | ~flawed
+            out[f"flaw/precision_at_n/{group}"] = precision_at_n(scores[clean_or_group], members[clean_or_group])
     return out

@@ -1,0 +1,326 @@
+"""Embedded task families with step-by-step traces, and their labelled flaws of two families.
+
+`leg_counting` (reasoning-gym): "how many legs are there in total if you have 3 spiders, 3
+dogs?" with 2-3 kinds of animal and 1-6 of each. reasoning-gym gives the question, the gold
+total and the animals; the trace is written here from that metadata, one line per animal, a
+total line and the final answer line:
+
+    A spider has 8 legs, so 3 spiders have 3 * 8 = 24 legs.
+    A dog has 4 legs, so 3 dogs have 3 * 4 = 12 legs.
+    Total: 24 + 12 = 36 legs.
+    #### 36
+
+SmolLM2-135M goes from pass@1 0.005 to 0.645 on 200 held-out problems after LoRA fine-tuning
+on 256 such traces (../shared/FACTS.md): a competent regime, where theta*'s validation answers
+fill both Q_C and Q_I.
+
+Flaws (`dataset.flaw_fraction` of the training traces, `dataset.flaw_kinds`), each labelled with
+its kind in `flaw`; every kind belongs to one of two families (`FLAW_FAMILY`):
+- answer_visible: the trace's own final answer is wrong or missing, so checking it against the
+  gold answer (`pruning=answer_check`) finds it;
+- answer_preserving: the final answer is right and the reasoning is not; no answer check sees it.
+They are the mistakes annotators and models make (a misremembered fact, a slip, a skipped or
+repeated step, an invented entity, the conclusion written first), never noise tokens. The gold
+`answer` always stays correct.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from ifexp.data import ANSWER_MARK, Example
+from ifexp.schema import DatasetConfig, IfexpError
+
+ANSWER_VISIBLE = "answer_visible"
+ANSWER_PRESERVING = "answer_preserving"
+FAMILIES = (ANSWER_VISIBLE, ANSWER_PRESERVING)
+
+# leg_counting's flaw kinds, in the order dataset.flaw_kinds cycles through them by default
+LEG_COUNTING_FLAWS = {
+    # a misremembered leg count (a spider with 6 legs) carried into the product and the total
+    "wrong_leg_count": ANSWER_VISIBLE,
+    # a miscalculated product carried into the total
+    "arithmetic_error": ANSWER_VISIBLE,
+    # every line right, a wrong number copied into the final answer
+    "wrong_final_answer": ANSWER_VISIBLE,
+    # cut off before the end: no final answer
+    "truncated": ANSWER_VISIBLE,
+    # a wrong leg count stated, the product computed with the right one
+    "wrong_fact_not_carried": ANSWER_PRESERVING,
+    # a miscalculated product that the total line does not use
+    "slip_not_carried": ANSWER_PRESERVING,
+    # two wrong products whose errors cancel in the total
+    "cancelling_errors": ANSWER_PRESERVING,
+    # one animal's line missing, its product summed anyway
+    "skipped_step": ANSWER_PRESERVING,
+    # the total line written before the products it sums
+    "steps_out_of_order": ANSWER_PRESERVING,
+    # a line for an animal the question does not mention (not summed)
+    "invented_step": ANSWER_PRESERVING,
+    # a line written twice, as in a generation loop (summed once)
+    "repeated_step": ANSWER_PRESERVING,
+}
+# Every flaw kind ifexp injects, with its family: leg_counting's and gsm_symbolic's
+# (ifexp.data.FLAW_KINDS: its skipped_step drops a line and keeps the final answer).
+FLAW_FAMILY = {
+    **LEG_COUNTING_FLAWS,
+    "mismatched_trace": ANSWER_VISIBLE,
+}
+
+# reasoning-gym's leg_counting generator settings of the embedded default
+LEG_COUNTING_SETTINGS = {"min_animals": 2, "max_animals": 3, "min_instances": 1, "max_instances": 6}
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def flaw_family(kind: str) -> str | None:
+    """The family of a flaw label (None for a clean example or a kind ifexp does not know)."""
+    return FLAW_FAMILY.get(kind)
+
+
+def expand_flaw_kinds(source: str, kinds: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """dataset.flaw_kinds as kinds: a family name stands for all its kinds; empty: every kind."""
+    if source != "leg_counting":
+        if kinds:
+            raise IfexpError(
+                f"dataset.flaw_kinds is for dataset=leg_counting; dataset.source={source} has its own flaw kinds"
+            )
+        return ()
+    if not kinds:
+        return tuple(LEG_COUNTING_FLAWS)
+    expanded: list[str] = []
+    for kind in kinds:
+        if kind in FAMILIES:
+            members = [k for k, family in LEG_COUNTING_FLAWS.items() if family == kind]
+        elif kind in LEG_COUNTING_FLAWS:
+            members = [kind]
+        else:
+            known = ", ".join([*FAMILIES, *LEG_COUNTING_FLAWS])
+            raise IfexpError(f"dataset.flaw_kinds: unknown kind '{kind}' (known: {known})")
+        expanded += [k for k in members if k not in expanded]
+    return tuple(expanded)
+
+
+def validate_dataset(cfg: DatasetConfig) -> None:
+    """What the schema cannot say about a generated task's dataset config (schema.validate)."""
+    expand_flaw_kinds(cfg.source, cfg.flaw_kinds)
+    if cfg.source == "leg_counting":
+        for name in ("path", "val_path", "test_path"):
+            if getattr(cfg, name, None):
+                raise IfexpError(f"dataset.{name} is for jsonl and hub sets: leg_counting generates its splits")
+        for name in ("n_train", "n_val", "n_test"):
+            if getattr(cfg, name) < 0:
+                raise IfexpError(f"dataset.{name}={getattr(cfg, name)}: leg_counting needs a number >= 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# leg_counting: problems and clean traces
+
+
+@dataclass(frozen=True)
+class LegProblem:
+    id: str
+    question: str
+    # (animal, how many), in the question's order
+    animals: tuple[tuple[str, int], ...]
+
+    @property
+    def total(self) -> int:
+        return sum(count * legs_of(animal) for animal, count in self.animals)
+
+
+def legs_of(animal: str) -> int:
+    from reasoning_gym.arithmetic.leg_counting import ANIMALS
+
+    return ANIMALS[animal]
+
+
+def leg_counting_problems(n: int, seed: int, id_prefix: str = "legs") -> list[LegProblem]:
+    """n problems with distinct questions, deterministic per seed."""
+    import reasoning_gym
+
+    items = reasoning_gym.create_dataset("leg_counting", seed=seed, size=max(2 * n, n + 50), **LEG_COUNTING_SETTINGS)
+    problems: list[LegProblem] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        question = item["question"].strip()
+        if question in seen:
+            continue
+        seen.add(question)
+        problem = LegProblem(f"{id_prefix}-{seed}-{index}", question, tuple(item["metadata"]["animals"].items()))
+        if str(problem.total) != str(item["answer"]):  # the table and the generator must agree
+            raise IfexpError(f"leg_counting: item {index} has answer {item['answer']}, the trace sums {problem.total}")
+        problems.append(problem)
+        if len(problems) == n:
+            return problems
+    raise IfexpError(f"leg_counting: could only generate {len(problems)} distinct problems, asked for {n}")
+
+
+def animal_line(
+    animal: str, count: int, stated: int | None = None, factor: int | None = None, product: int | None = None
+) -> str:
+    """`A spider has 8 legs, so 3 spiders have 3 * 8 = 24 legs.`; a flaw may state a wrong leg
+    count (`stated`), multiply by one (`factor`, default: the stated count) or miscalculate
+    (`product`)."""
+    stated = legs_of(animal) if stated is None else stated
+    factor = stated if factor is None else factor
+    product = count * factor if product is None else product
+    article = "An" if animal[0] in "aeiou" else "A"
+    # the question's own plural (reasoning-gym appends an s), so the trace repeats its words
+    many = f"{count} {animal}{'s' if count > 1 else ''} {'have' if count > 1 else 'has'}"
+    return f"{article} {animal} has {stated} legs, so {many} {count} * {factor} = {product} legs."
+
+
+def total_line(products: list[int]) -> str:
+    return f"Total: {' + '.join(map(str, products))} = {sum(products)} legs."
+
+
+def clean_trace(problem: LegProblem) -> str:
+    lines = [animal_line(animal, count) for animal, count in problem.animals]
+    products = [count * legs_of(animal) for animal, count in problem.animals]
+    return "\n".join([*lines, total_line(products), f"{ANSWER_MARK} {problem.total}"])
+
+
+def leg_counting_examples(n: int, seed: int, id_prefix: str = "legs") -> list[Example]:
+    """n leg_counting problems with their clean step-by-step traces."""
+    return [Example(p.id, p.question, clean_trace(p), str(p.total)) for p in leg_counting_problems(n, seed, id_prefix)]
+
+
+# ---------------------------------------------------------------------------------------------
+# leg_counting: flawed traces
+
+
+def _wrong_legs(legs: int, rng: random.Random) -> int:
+    """A leg count an annotator might confuse with the true one: a neighbouring value of the table
+    (a spider as an insect's 6, an insect as a spider's 8)."""
+    from reasoning_gym.arithmetic.leg_counting import ANIMALS
+
+    values = sorted(set(ANIMALS.values()))
+    at = values.index(legs)
+    return rng.choice([values[i] for i in (at - 1, at + 1) if 0 <= i < len(values)])
+
+
+def _slip(value: int, rng: random.Random) -> int:
+    """A miscalculated result near the true one (never negative, never equal)."""
+    wrong = value + rng.choice([-2, -1, 1, 2, 10, -10])
+    return wrong if wrong >= 0 and wrong != value else value + rng.choice([1, 2])
+
+
+def _last_number(text: str) -> str | None:
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def flawed_trace(problem: LegProblem, kind: str, rng: random.Random) -> str | None:
+    """The problem's trace with one mistake of the given kind; None where the kind cannot apply
+    (e.g. cancelling errors when every animal has 0 legs)."""
+    animals = list(problem.animals)
+    legs = [legs_of(animal) for animal, _ in animals]
+    products = [count * n_legs for (_, count), n_legs in zip(animals, legs, strict=True)]
+    lines = [animal_line(animal, count) for animal, count in animals]
+    total = problem.total
+    i = rng.randrange(len(animals))
+    animal, count = animals[i]
+
+    def trace(body: list[str], final: int | None = total) -> str:
+        return "\n".join(body + ([] if final is None else [f"{ANSWER_MARK} {final}"]))
+
+    if kind == "wrong_leg_count":
+        wrong = _wrong_legs(legs[i], rng)
+        lines[i] = animal_line(animal, count, stated=wrong)
+        products[i] = count * wrong
+        return trace([*lines, total_line(products)], sum(products))
+    if kind == "arithmetic_error":
+        products[i] = _slip(products[i], rng)
+        lines[i] = animal_line(animal, count, product=products[i])
+        return trace([*lines, total_line(products)], sum(products))
+    if kind == "wrong_final_answer":
+        copied = [p for p in products if p != total]  # an intermediate result copied, or a slip
+        final = rng.choice(copied) if copied and rng.random() < 0.5 else _slip(total, rng)
+        return trace([*lines, total_line(products)], final)
+    if kind == "truncated":
+        body = [*lines, total_line(products)]
+        cuts = [body[:j] for j in range(1, len(lines) + 1)]
+        cuts.append([*lines, total_line(products).rsplit(" = ", 1)[0]])  # cut inside the total line
+        cuts = [cut for cut in cuts if _last_number("\n".join(cut)) != str(total)]
+        return trace(rng.choice(cuts), None) if cuts else None
+    if kind == "wrong_fact_not_carried":
+        lines[i] = animal_line(animal, count, stated=_wrong_legs(legs[i], rng), factor=legs[i])
+        return trace([*lines, total_line(products)])
+    if kind == "slip_not_carried":
+        lines[i] = animal_line(animal, count, product=_slip(products[i], rng))
+        return trace([*lines, total_line(products)])
+    if kind == "cancelling_errors":
+        donors = [j for j in range(len(animals)) if products[j] > 0]
+        if not donors:
+            return None
+        j = rng.choice(donors)
+        k = rng.choice([other for other in range(len(animals)) if other != j])
+        delta = rng.choice([d for d in (1, 2, 4) if d <= products[j]])
+        shown = list(products)
+        shown[j] -= delta
+        shown[k] += delta
+        for m in (j, k):
+            lines[m] = animal_line(*animals[m], product=shown[m])
+        return trace([*lines, total_line(shown)])  # sum(shown) == total
+    if kind == "skipped_step":
+        del lines[i]
+        return trace([*lines, total_line(products)])
+    if kind == "steps_out_of_order":
+        lines.insert(rng.randrange(len(animals)), total_line(products))  # before at least one product
+        return trace(lines)
+    if kind == "invented_step":
+        from reasoning_gym.arithmetic.leg_counting import ANIMALS
+
+        present = {name for name, _ in animals}
+        extra = rng.choice([name for name in ANIMALS if name not in present])
+        lines.insert(rng.randrange(len(lines) + 1), animal_line(extra, rng.randint(1, 6)))
+        return trace([*lines, total_line(products)])
+    if kind == "repeated_step":
+        lines.insert(i + 1, lines[i])
+        return trace([*lines, total_line(products)])
+    raise IfexpError(f"unknown leg_counting flaw kind '{kind}' (known: {', '.join(LEG_COUNTING_FLAWS)})")
+
+
+def inject_leg_flaws(problems: list[LegProblem], fraction: float, kinds: tuple[str, ...], seed: int) -> list[Example]:
+    """The problems as examples, round(fraction * n) of them flawed, cycling through `kinds`.
+
+    The flawed examples are drawn at random (seeded); a kind that cannot apply to the next one
+    (rare) takes the following example instead, so every kind gets its share.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise IfexpError(f"dataset.flaw_fraction={fraction}: must be in [0, 1)")
+    examples = [Example(p.id, p.question, clean_trace(p), str(p.total)) for p in problems]
+    n_flawed = round(fraction * len(problems)) if kinds else 0
+    order = list(range(len(problems)))
+    random.Random(seed).shuffle(order)
+    free = order  # examples not yet flawed, in the order they are drawn
+    for slot in range(n_flawed):
+        kind = kinds[slot % len(kinds)]
+        for index in free:
+            problem = problems[index]
+            cot = flawed_trace(problem, kind, random.Random(f"{seed}-{problem.id}-{kind}"))
+            if cot is not None:
+                examples[index] = Example(problem.id, problem.question, cot, str(problem.total), kind)
+                free = [other for other in free if other != index]
+                break
+        else:
+            raise IfexpError(f"leg_counting: no example left that flaw kind '{kind}' applies to")
+    return examples
+
+
+def leg_counting_splits(cfg: DatasetConfig) -> tuple[list[Example], list[Example], list[Example]]:
+    """(train, val, test): distinct problems; flaws (dataset.flaw_fraction, flaw_kinds) in train only."""
+    problems = leg_counting_problems(cfg.n_train + cfg.n_val + cfg.n_test, seed=cfg.data_seed)
+    train = inject_leg_flaws(
+        problems[: cfg.n_train],
+        cfg.flaw_fraction,
+        expand_flaw_kinds(cfg.source, cfg.flaw_kinds),
+        seed=cfg.data_seed + 1,
+    )
+    val, test = (
+        [Example(p.id, p.question, clean_trace(p), str(p.total)) for p in part]
+        for part in (problems[cfg.n_train : cfg.n_train + cfg.n_val], problems[cfg.n_train + cfg.n_val :])
+    )
+    return train, val, test

@@ -1,0 +1,206 @@
+"""The embedded leg_counting task: a deterministic generator whose traces are graded correct, and
+labelled flaws of two families, each doing what its name says."""
+
+import random
+import re
+
+import pytest
+
+from ifexp.data import build_splits
+from ifexp.evaluate.grading import check_trace_answers
+from ifexp.schema import DatasetConfig, IfexpError, JobConfig, validate
+from ifexp.tasks import (
+    ANSWER_PRESERVING,
+    ANSWER_VISIBLE,
+    FLAW_FAMILY,
+    LEG_COUNTING_FLAWS,
+    expand_flaw_kinds,
+    flawed_trace,
+    inject_leg_flaws,
+    leg_counting_examples,
+    leg_counting_problems,
+    legs_of,
+)
+
+LINE = re.compile(
+    r"^An? (?P<animal>.+) has (?P<stated>\d+) legs, so (?P<count>\d+) .+ "
+    r"(?P=count) \* (?P<factor>\d+) = (?P<product>\d+) legs\.$"
+)
+TOTAL = re.compile(r"^Total: (?P<terms>[\d + ]+) = (?P<total>\d+) legs\.$")
+
+
+def leg_config(**fields) -> DatasetConfig:
+    return DatasetConfig(
+        **{"name": "leg_counting", "source": "leg_counting", "n_train": 40, "n_val": 8, "n_test": 8, **fields}
+    )
+
+
+def parse(cot: str) -> dict:
+    """A trace's animal lines, total line and final answer (None where absent)."""
+    lines = cot.splitlines()
+    steps = [LINE.match(line) for line in lines]
+    totals = [TOTAL.match(line) for line in lines]
+    final = [line.removeprefix("#### ") for line in lines if line.startswith("#### ")]
+    return {
+        "lines": lines,
+        "steps": [m.groupdict() for m in steps if m],
+        "step_positions": [i for i, m in enumerate(steps) if m],
+        "total": next((m for m in totals if m), None),
+        "total_position": next((i for i, m in enumerate(totals) if m), None),
+        "final": final[-1] if final else None,
+    }
+
+
+def test_generator_is_deterministic_distinct_and_its_traces_are_right():
+    first, again = leg_counting_examples(60, seed=3), leg_counting_examples(60, seed=3)
+    assert first == again and first != leg_counting_examples(60, seed=4)
+    assert len({e.question for e in first}) == 60 and len({e.id for e in first}) == 60
+    assert check_trace_answers(first).correct.all()
+    for problem, example in zip(leg_counting_problems(60, seed=3), first, strict=True):
+        trace = parse(example.cot)
+        assert 2 <= len(problem.animals) <= 3 and all(1 <= count <= 6 for _, count in problem.animals)
+        # one line per animal, in the question's order, with the table's leg count
+        assert [s["animal"] for s in trace["steps"]] == [animal for animal, _ in problem.animals]
+        for step, (animal, count) in zip(trace["steps"], problem.animals, strict=True):
+            assert int(step["stated"]) == int(step["factor"]) == legs_of(animal)
+            assert int(step["product"]) == count * legs_of(animal) and int(step["count"]) == count
+        assert trace["total"]["terms"] == " + ".join(s["product"] for s in trace["steps"])
+        assert trace["final"] == example.answer == str(problem.total) == trace["total"]["total"]
+    assert leg_counting_examples(1, seed=0)[0].cot.splitlines()[-1].startswith("#### ")
+
+
+def flawed_examples(kind: str, n: int = 30):
+    """(problem, clean trace, flawed trace) for n problems the kind applies to."""
+    out = []
+    for problem, clean in zip(leg_counting_problems(n, seed=11), leg_counting_examples(n, seed=11), strict=True):
+        cot = flawed_trace(problem, kind, random.Random(f"{kind}-{problem.id}"))
+        if cot is not None:
+            out.append((problem, clean, cot))
+    assert len(out) >= n - 2
+    return out
+
+
+@pytest.mark.parametrize("kind", list(LEG_COUNTING_FLAWS))
+def test_each_flaw_keeps_or_breaks_the_final_answer_as_its_family_says(kind):
+    from ifexp.data import Example
+
+    cases = flawed_examples(kind)
+    flawed = [Example(p.id, p.question, cot, str(p.total), kind) for p, _, cot in cases]
+    correct = check_trace_answers(flawed).correct
+    assert all(cot != clean.cot for _, clean, cot in cases)
+    if FLAW_FAMILY[kind] == ANSWER_PRESERVING:
+        assert correct.all(), [e.cot for e, ok in zip(flawed, correct, strict=True) if not ok]
+    else:
+        assert not correct.any(), [e.cot for e, ok in zip(flawed, correct, strict=True) if ok]
+
+
+def test_each_flaw_kind_does_what_it_says():
+    for kind in LEG_COUNTING_FLAWS:
+        for problem, clean, cot in flawed_examples(kind):
+            good, bad = parse(clean.cot), parse(cot)
+            table = {animal: legs_of(animal) for animal, _ in problem.animals}
+            wrong_facts = [s for s in bad["steps"] if int(s["stated"]) != legs_of(s["animal"])]
+            wrong_products = [s for s in bad["steps"] if int(s["product"]) != int(s["count"]) * int(s["factor"])]
+            summed = bad["total"] and [int(t) for t in bad["total"]["terms"].split(" + ")]
+            shown = [int(s["product"]) for s in bad["steps"]]
+            if kind == "wrong_leg_count":  # a wrong fact, carried: product and total follow it
+                assert len(wrong_facts) == 1 and wrong_facts[0]["stated"] == wrong_facts[0]["factor"]
+                assert not wrong_products and summed == shown and bad["final"] == bad["total"]["total"] != clean.answer
+            elif kind == "arithmetic_error":  # a slip, carried into the total
+                assert not wrong_facts and len(wrong_products) == 1 and summed == shown
+                assert bad["final"] == bad["total"]["total"] != clean.answer
+            elif kind == "wrong_final_answer":  # every line right, a wrong final number
+                assert bad["lines"][:-1] == good["lines"][:-1] and bad["final"] != clean.answer
+            elif kind == "truncated":  # cut off: no total, no final answer
+                assert bad["final"] is None and good["lines"][: len(bad["lines"]) - 1] == bad["lines"][:-1]
+                assert len(bad["lines"]) < len(good["lines"])
+            elif kind == "wrong_fact_not_carried":  # a wrong fact stated, the right one used
+                assert len(wrong_facts) == 1 and int(wrong_facts[0]["factor"]) == table[wrong_facts[0]["animal"]]
+                assert not wrong_products and bad["lines"][-2:] == good["lines"][-2:]
+            elif kind == "slip_not_carried":  # a wrong product the total ignores
+                assert not wrong_facts and len(wrong_products) == 1 and summed != shown
+                assert bad["lines"][-2:] == good["lines"][-2:]
+            elif kind == "cancelling_errors":  # two wrong products, their errors cancel
+                assert not wrong_facts and len(wrong_products) == 2 and summed == shown
+                assert bad["total"]["total"] == clean.answer == bad["final"]
+            elif kind == "skipped_step":  # one animal's line missing, its product still summed
+                assert len(bad["steps"]) == len(good["steps"]) - 1 and bad["lines"][-2:] == good["lines"][-2:]
+            elif kind == "steps_out_of_order":  # the total before (some of) the products it sums
+                assert sorted(bad["lines"]) == sorted(good["lines"])
+                assert bad["total_position"] < max(bad["step_positions"])
+            elif kind == "invented_step":  # an animal the question does not mention, not summed
+                assert len(bad["steps"]) == len(good["steps"]) + 1
+                extra = [s["animal"] for s in bad["steps"] if s["animal"] not in table]
+                assert len(extra) == 1
+                assert not wrong_facts and not wrong_products and bad["lines"][-2:] == good["lines"][-2:]
+            elif kind == "repeated_step":  # one line twice in a row
+                assert len(bad["lines"]) == len(good["lines"]) + 1
+                assert any(a == b for a, b in zip(bad["lines"], bad["lines"][1:], strict=False))
+                assert set(bad["lines"]) == set(good["lines"])
+            else:
+                raise AssertionError(f"untested flaw kind {kind}")
+
+
+def test_injection_cycles_the_kinds_labels_them_and_keeps_the_gold_answer():
+    problems = leg_counting_problems(88, seed=0)
+    kinds = tuple(LEG_COUNTING_FLAWS)
+    examples = inject_leg_flaws(problems, 0.25, kinds, seed=1)
+    assert examples == inject_leg_flaws(problems, 0.25, kinds, seed=1)
+    assert [e.id for e in examples] == [p.id for p in problems]
+    assert all(e.answer == str(p.total) for e, p in zip(examples, problems, strict=True))
+    labels = [e.flaw for e in examples if e.flaw]
+    assert len(labels) == 22 and {labels.count(kind) for kind in kinds} == {2}
+    assert inject_leg_flaws(problems, 0.25, kinds, seed=1) != inject_leg_flaws(problems, 0.25, kinds, seed=2)
+    assert not any(e.flaw for e in inject_leg_flaws(problems, 0.0, kinds, seed=1))
+
+
+def test_flaw_kinds_option_names_kinds_or_families():
+    assert expand_flaw_kinds("leg_counting", []) == tuple(LEG_COUNTING_FLAWS)
+    preserving = expand_flaw_kinds("leg_counting", [ANSWER_PRESERVING])
+    assert preserving and all(FLAW_FAMILY[k] == ANSWER_PRESERVING for k in preserving)
+    assert expand_flaw_kinds("leg_counting", ["truncated", ANSWER_VISIBLE]) == (
+        "truncated",
+        "wrong_leg_count",
+        "arithmetic_error",
+        "wrong_final_answer",
+    )
+    with pytest.raises(IfexpError, match="unknown kind 'typo'"):
+        expand_flaw_kinds("leg_counting", ["typo"])
+    with pytest.raises(IfexpError, match="dataset.flaw_kinds is for dataset=leg_counting"):
+        validate(JobConfig(dataset=DatasetConfig(flaw_kinds=["truncated"])))
+    with pytest.raises(IfexpError, match="leg_counting needs a number"):
+        validate(JobConfig(dataset=leg_config(n_test=-1)))
+
+
+def test_leg_counting_splits_are_disjoint_with_flaws_of_the_chosen_kinds_in_train_only():
+    splits = build_splits(leg_config(flaw_fraction=0.5, flaw_kinds=[ANSWER_PRESERVING]))
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [40, 8, 8]
+    questions = [{e.question for e in splits[s]} for s in ("train", "val", "test")]
+    assert sum(map(len, questions)) == len(set().union(*questions)) == 56
+    flawed = [e for e in splits["train"] if e.flaw]
+    assert len(flawed) == 20 and all(FLAW_FAMILY[e.flaw] == ANSWER_PRESERVING for e in flawed)
+    assert check_trace_answers(splits["train"]).correct.all()  # answer-preserving: no answer check sees them
+    assert not any(e.flaw for e in splits["val"] + splits["test"])
+    assert check_trace_answers(splits["val"] + splits["test"]).correct.all()
+    assert build_splits(leg_config(flaw_fraction=0.5)) == build_splits(leg_config(flaw_fraction=0.5))
+
+
+def test_dataset_leg_counting_composes_and_its_test_split_is_the_in_domain_benchmark():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ifexp.cli import CONF_DIR
+    from ifexp.pipeline import load_benchmarks
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("config", overrides=["dataset=leg_counting", "eval.benchmarks=[]"]))
+    validate(cfg)
+    assert (cfg.dataset.n_train, cfg.dataset.n_val, cfg.dataset.n_test) == (256, 64, 200)
+    assert set(expand_flaw_kinds("leg_counting", cfg.dataset.flaw_kinds)) == set(LEG_COUNTING_FLAWS)
+    cfg.dataset = leg_config(n_test=12)
+    splits = build_splits(cfg.dataset)
+    benchmarks = load_benchmarks(cfg, splits)
+    assert list(benchmarks) == ["leg_counting"]
+    assert [(p.id, p.question, p.answer) for p in benchmarks["leg_counting"]] == [
+        (e.id, e.question, e.answer) for e in splits["test"]
+    ]
