@@ -102,7 +102,9 @@ def run_sharded(function, kwargs: dict[str, Any], num_processes: int, launcher: 
         else:
             if not shutil.which("srun"):
                 raise IfexpError("compute.launcher=srun: srun is not on PATH (run inside a Slurm allocation)")
-            command = ["srun", f"--ntasks={num_processes}", "--kill-on-bad-exit=1"]
+            # --overlap: submitit runs the job itself inside a step (srun python -m submitit...) that
+            # holds all of the job's CPUs and memory; without it this step waits for them forever.
+            command = ["srun", "--overlap", f"--ntasks={num_processes}", "--kill-on-bad-exit=1"]
             if "SLURM_CPUS_PER_TASK" in os.environ:  # split the job's CPUs among the workers
                 command.append(f"--cpus-per-task={max(1, int(os.environ['SLURM_CPUS_PER_TASK']) // num_processes)}")
             if torch.cuda.is_available():
