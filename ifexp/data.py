@@ -12,6 +12,7 @@ line of a text that is (the last `####` line that is not a Markdown heading such
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from dataclasses import asdict, dataclass
@@ -22,6 +23,8 @@ from ifexp.schema import DatasetConfig, IfexpError
 ANSWER_MARK = "####"
 FLAW_KINDS = ("arithmetic_error", "wrong_final_answer", "skipped_step", "truncated", "mismatched_trace")
 REQUIRED_FIELDS = ("id", "question", "cot", "answer")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -237,26 +240,43 @@ def inject_flaws(examples: list[Example], fraction: float, seed: int) -> list[Ex
 # Splits
 
 
+# A jsonl or hub set's in-domain test split with dataset.n_test=-1 (auto): a fifth of the file's
+# distinct questions, at most AUTO_TEST_MAX, when it has at least AUTO_TEST_MIN_QUESTIONS; none
+# below that (a warning says so: a smaller held-out set resolves nothing, and the training set
+# would lose a fifth of itself for it).
+AUTO_TEST_MIN_QUESTIONS = 200
+AUTO_TEST_MAX = 300
+
+
+def auto_n_test(n_questions: int) -> int:
+    """dataset.n_test=-1: how many of a file's n_questions distinct questions are held out."""
+    return min(AUTO_TEST_MAX, n_questions // 5) if n_questions >= AUTO_TEST_MIN_QUESTIONS else 0
+
+
+def question_key(question: str) -> str:
+    """A question's identity across splits: its text, whitespace and case ignored."""
+    return " ".join(question.split()).casefold()
+
+
 def build_splits(cfg: DatasetConfig) -> dict[str, list[Example]]:
     """Disjoint train / val / test splits; flaws only ever in train."""
+    return split_dataset(cfg)[0]
+
+
+def split_dataset(cfg: DatasetConfig) -> tuple[dict[str, list[Example]], dict[str, int | bool]]:
+    """The splits, and what splitting did (`split_metrics` reports it): sizes, whether n_test was
+    chosen automatically, and the duplicate questions found across splits."""
+    report: dict[str, int | bool] = {"n_test_auto": False, "n_duplicate_questions": 0}
     if cfg.source == "gsm_symbolic":
         total = cfg.n_train + cfg.n_val + cfg.n_test
-        pool = gsm_symbolic_examples(total, seed=cfg.data_seed)
+        pool = gsm_symbolic_examples(total, seed=cfg.data_seed)  # distinct questions
         train = pool[: cfg.n_train]
         val = pool[cfg.n_train : cfg.n_train + cfg.n_val]
         test = pool[cfg.n_train + cfg.n_val :]
     elif cfg.source in ("jsonl", "hub"):
         # The user's traces exactly as given: a wrong or missing final answer is evidence, not a typo.
         examples = read_jsonl(cfg.path) if cfg.source == "jsonl" else hub_examples(cfg)
-        rng = random.Random(cfg.data_seed)
-        if cfg.val_path:
-            val = read_jsonl(cfg.val_path)
-            rest = examples
-        else:
-            shuffled = examples[:]
-            rng.shuffle(shuffled)
-            val, rest = shuffled[: cfg.n_val], shuffled[cfg.n_val :]
-        test, train = rest[: cfg.n_test], rest[cfg.n_test :]
+        train, val, test = _split_user_examples(cfg, examples, report)
         if cfg.n_train >= 0:
             train = train[: cfg.n_train]
     elif cfg.source == "leg_counting":  # ifexp.tasks: a generated task with its own labelled flaws
@@ -269,7 +289,102 @@ def build_splits(cfg: DatasetConfig) -> dict[str, list[Example]]:
         raise IfexpError(f"dataset '{cfg.name}': no training examples left after the validation/test split")
     if cfg.flaw_fraction > 0 and cfg.source != "leg_counting":
         train = inject_flaws(train, cfg.flaw_fraction, seed=cfg.data_seed + 1)
-    return {"train": train, "val": val, "test": test}
+    train_questions = {question_key(e.question) for e in train}
+    report.update(
+        n_train=len(train),
+        n_val=len(val),
+        n_test=len(test),
+        # reported, not removed: theta* answering a question it was trained on is still a query
+        n_val_in_train=sum(question_key(e.question) in train_questions for e in val),
+    )
+    return {"train": train, "val": val, "test": test}, report
+
+
+def _split_user_examples(
+    cfg: DatasetConfig, examples: list[Example], report: dict[str, int | bool]
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """A jsonl or hub set's (train, val, test).
+
+    val: dataset.val_path, or n_val examples drawn at random (seeded by data_seed). test: the
+    problems of dataset.test_path whose question is neither a training nor a validation question
+    (nor an earlier test problem's), or n_test (-1: `auto_n_test`) distinct questions drawn at
+    random among those that are not validation questions, one problem each; the other traces of
+    a held-out question are not trained on. Both removals are counted (n_duplicate_questions).
+    """
+    order = examples[:]
+    random.Random(cfg.data_seed).shuffle(order)
+    if cfg.val_path:
+        val, rest, candidates = read_jsonl(cfg.val_path), examples, order
+    else:
+        val, rest = order[: cfg.n_val], order[cfg.n_val :]
+        candidates = rest
+    val_questions = {question_key(e.question) for e in val}
+    if cfg.test_path:
+        taken = val_questions | {question_key(e.question) for e in rest}
+        test = []
+        for example in read_jsonl(cfg.test_path):
+            key = question_key(example.question)
+            if key in taken:
+                report["n_duplicate_questions"] += 1
+                continue
+            taken.add(key)
+            test.append(example)
+        return rest, val, test
+    n_test = cfg.n_test
+    if n_test < 0:
+        n_questions = len({question_key(e.question) for e in examples})
+        n_test = auto_n_test(n_questions)
+        report.update(n_test_auto=True, n_questions=n_questions)
+    test, held_out = [], set()
+    for example in candidates:
+        if len(test) == n_test:
+            break
+        key = question_key(example.question)
+        if key not in val_questions and key not in held_out:
+            held_out.add(key)
+            test.append(example)
+    if len(test) < n_test:
+        raise IfexpError(
+            f"dataset '{cfg.name}': dataset.n_test={n_test} takes every question that is not a validation "
+            f"question ({len(test)}): no training examples left after the validation/test split"
+        )
+    test_ids = {e.id for e in test}
+    train = [e for e in rest if e.id not in test_ids and question_key(e.question) not in held_out]
+    report["n_duplicate_questions"] += len(rest) - len(train) - sum(e.id in test_ids for e in rest)
+    return train, val, test
+
+
+def split_metrics(cfg: DatasetConfig, report: dict[str, int | bool]) -> dict[str, int]:
+    """The dataset stage's split report as metrics (`data/*`), with a warning for what a user
+    should know: no in-domain test split, or duplicate questions across splits."""
+    if report.get("n_test_auto") and report.get("n_test") == 0:
+        log.warning(
+            "dataset '%s': %d distinct questions (fewer than %d): no in-domain test split is held out "
+            "(dataset.n_test=-1, auto); set dataset.n_test=N or dataset.test_path=FILE to evaluate on your own "
+            "problems",
+            cfg.name,
+            report.get("n_questions", 0),
+            AUTO_TEST_MIN_QUESTIONS,
+        )
+    if report.get("n_duplicate_questions"):
+        log.warning(
+            "dataset '%s': %d examples left out because their question (whitespace and case ignored) is also in "
+            "another split: the in-domain test split shares no question with train or validation",
+            cfg.name,
+            report["n_duplicate_questions"],
+        )
+    if report.get("n_val_in_train"):
+        log.warning(
+            "dataset '%s': %d validation questions also have a training trace (theta* answers questions it was "
+            "trained on)",
+            cfg.name,
+            report["n_val_in_train"],
+        )
+    return {
+        f"data/{name}": int(report[name])
+        for name in ("n_val", "n_test", "n_duplicate_questions", "n_val_in_train")
+        if name in report
+    }
 
 
 def hub_examples(cfg: DatasetConfig) -> list[Example]:

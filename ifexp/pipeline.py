@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from ifexp.cache import Artifact, Stage, config_slice, content_hash, file_hash
-from ifexp.data import Example, build_splits, read_jsonl, write_jsonl
+from ifexp.data import Example, read_jsonl, split_dataset, split_metrics, write_jsonl
 from ifexp.distributed import run_sharded
-from ifexp.evaluate.benchmarks import Problem, load_benchmark
+from ifexp.evaluate.benchmarks import Problem, in_domain_benchmark, load_benchmark
 from ifexp.evaluate.engines import GenerationJob, effective_model_len, generate
 from ifexp.evaluate.grading import check_trace_answers, is_correct, pass_at_1
 from ifexp.models import load_for_gradients, load_tokenizer, prepare_model
@@ -73,7 +73,7 @@ EMBEDDING = Stage("embedding", ("ifexp.signals",), ("torch", "sentence-transform
 # else counts, new fields included).
 NOT_IN_KEY = {
     # the files count by their content; answer_format only changes how answers are read (eval keys it)
-    "dataset": ("name", "path", "val_path", "answer_format"),
+    "dataset": ("name", "path", "val_path", "test_path", "answer_format"),
     "model": ("name",),
     "train": ("name",),
     # resources, not results (compute.num_processes is likewise never in a key: results match
@@ -124,17 +124,18 @@ class Checkpoint:
 def dataset_stage(cfg: JobConfig, cache_dir: Path) -> tuple[Artifact, dict[str, list[Example]]]:
     """The train / val / test splits (flaws injected into train), as JSONL files."""
     inputs: dict[str, Any] = {"dataset": config_slice(cfg.dataset, exclude=NOT_IN_KEY["dataset"])}
-    if cfg.dataset.source == "jsonl":  # a user's file is identified by its content, not its name
+    if cfg.dataset.source in ("jsonl", "hub"):  # a user's file is identified by its content, not its name
         inputs["files"] = {
-            "path": file_hash(cfg.dataset.path),
+            "path": file_hash(cfg.dataset.path) if cfg.dataset.source == "jsonl" else None,
             "val_path": cfg.dataset.val_path and file_hash(cfg.dataset.val_path),
+            "test_path": cfg.dataset.test_path and file_hash(cfg.dataset.test_path),
         }
 
     def build(out: Path) -> dict:
-        splits = build_splits(cfg.dataset)
+        splits, report = split_dataset(cfg.dataset)
         for split, examples in splits.items():
             write_jsonl(out / f"{split}.jsonl", examples)
-        return {"sizes": {split: len(examples) for split, examples in splits.items()}}
+        return {"sizes": {split: len(examples) for split, examples in splits.items()}, "split_report": report}
 
     artifact = DATASET.get(cache_dir, inputs, build)
     splits = {
@@ -502,11 +503,17 @@ def embedding_stage(cfg: JobConfig, cache_dir: Path, train: list[Example], val: 
 
 
 def load_benchmarks(cfg: JobConfig, splits: dict[str, list[Example]]) -> dict[str, list[Problem]]:
-    in_domain = splits["test"] if cfg.dataset.source == "gsm_symbolic" else None
-    return {
-        name: load_benchmark(name, cfg.eval.max_examples, cfg.eval.benchmark_seed, in_domain)
-        for name in cfg.eval.benchmarks
-    }
+    """The configured benchmarks and the dataset's held-out test split: gsm_symbolic's is the
+    `gsm_symbolic` benchmark; any other dataset's (jsonl, hub, leg_counting) is the in-domain
+    benchmark named dataset.name, whole, beside them."""
+    generated = cfg.dataset.source == "gsm_symbolic"
+    benchmarks = {}
+    if not generated and splits["test"]:
+        benchmarks[cfg.dataset.name] = in_domain_benchmark(cfg.dataset.name, splits["test"])
+    for name in cfg.eval.benchmarks:
+        in_domain = splits["test"] if generated else None
+        benchmarks[name] = load_benchmark(name, cfg.eval.max_examples, cfg.eval.benchmark_seed, in_domain)
+    return benchmarks
 
 
 def compute_signals(
@@ -535,6 +542,7 @@ def compute_signals(
         scorer_cfg = cfg.scorer or cfg.model
         with timed(timings, "base_model"):
             scorer_base = base if cfg.scorer is None else prepare_model(scorer_cfg, cache_dir)
+        artifacts["scorer_base_model"] = scorer_base  # theta*'s base: another model's in cross-model transfer
         with timed(timings, "sft_full"):
             scorer_train = cfg.train if cfg.scorer_epochs is None else replace(cfg.train, epochs=cfg.scorer_epochs)
             artifacts["sft_full"] = sft_stage(
@@ -657,6 +665,7 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
     #    trainee's base model and the benchmarks.
     with timed(timings, "dataset"):
         data, splits = dataset_stage(cfg, cache_dir)
+    metrics.update(split_metrics(cfg.dataset, data.manifest().get("split_report", {})))
     train = splits["train"]
     with timed(timings, "base_model"):
         base = prepare_model(cfg.model, cache_dir)

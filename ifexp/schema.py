@@ -7,6 +7,7 @@ value fails when the config is composed, before any work starts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -40,6 +41,9 @@ class DatasetConfig:
     source: str = "gsm_symbolic"
     path: str | None = None
     val_path: str | None = None
+    # jsonl / hub: the in-domain test problems from a file (evaluated as the benchmark named
+    # dataset.name), instead of n_test drawn from the training file
+    test_path: str | None = None
     hf_id: str | None = None
     hf_split: str = "train"
     question_field: str = "question"
@@ -51,6 +55,9 @@ class DatasetConfig:
     answer_format: str = "auto"
     n_train: int = 300
     n_val: int = 64
+    # held-out test problems; jsonl / hub: evaluated as the in-domain benchmark named dataset.name,
+    # and -1 = auto (ifexp.data.auto_n_test: a fifth of the file's distinct questions, at most 300,
+    # from 200 questions on; none below)
     n_test: int = 100
     flaw_fraction: float = 0.25
     # leg_counting: the flaw kinds (or families: answer_visible, answer_preserving) cycled through;
@@ -289,6 +296,7 @@ def validate(cfg: JobConfig) -> None:
         validate_dataset(cfg.dataset)
     if cfg.dataset.source == "jsonl" and not cfg.dataset.path:
         raise IfexpError("dataset=jsonl needs dataset.path=FILE")
+    validate_test_split(cfg)
     for key in (
         "train.batch_size",
         "eval.n_samples",
@@ -305,3 +313,31 @@ def validate(cfg: JobConfig) -> None:
         sampling = getattr(cfg, group)
         if sampling.n_samples > 1 and sampling.temperature == 0:
             raise IfexpError(f"{group}.n_samples > 1 needs {group}.temperature > 0 (greedy samples are identical)")
+
+
+def validate_test_split(cfg: JobConfig) -> None:
+    """dataset.n_test / dataset.test_path, and the in-domain benchmark's name (dataset.name)."""
+    data = cfg.dataset
+    if data.n_test < -1:
+        raise IfexpError(f"dataset.n_test={data.n_test}: must be >= 0, or -1 (auto)")
+    if data.source == "gsm_symbolic":
+        if data.n_test < 0:
+            raise IfexpError("dataset.n_test=-1 (auto) is for jsonl and hub sets: gsm_symbolic needs a number")
+        if data.test_path:
+            raise IfexpError("dataset.test_path is for jsonl and hub sets: gsm_symbolic generates its test split")
+        return
+    if data.test_path and data.n_test > 0:
+        raise IfexpError(
+            f"dataset.n_test={data.n_test} and dataset.test_path: give one (the test file holds the test problems)"
+        )
+    if data.test_path or data.n_test != 0:  # the held-out split is the benchmark named after the dataset
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", data.name):
+            raise IfexpError(
+                f"dataset.name={data.name!r}: names the in-domain benchmark (pass@1/<name>): "
+                "use letters, digits, '_', '.', '-'"
+            )
+        if data.name in cfg.eval.benchmarks:
+            raise IfexpError(
+                f"dataset.name={data.name!r} is also in eval.benchmarks: the in-domain benchmark is named after the "
+                "dataset; rename the dataset (dataset.name=...)"
+            )

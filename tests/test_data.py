@@ -1,5 +1,6 @@
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -175,3 +176,153 @@ def test_inject_flaws_fraction_and_kinds():
     assert {e.flaw for e in labelled} >= {"arithmetic_error", "wrong_final_answer", "truncated"}
     with pytest.raises(IfexpError, match="flaw_fraction"):
         inject_flaws(examples, 1.0, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The in-domain test split of a jsonl or hub set (issue 18)
+
+
+def arithmetic_records(n: int, repeats: dict[int, int] | None = None) -> list[dict]:
+    """n records with distinct questions; repeats {i: j} makes record i ask record j's question again
+    (with other spacing and case: still the same question)."""
+    records = [
+        {
+            "id": f"r{i}",
+            "question": f"What is {i} plus {i + 1}?",
+            "cot": f"{i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}",
+        }
+        | {"answer": str(2 * i + 1)}
+        for i in range(n)
+    ]
+    for i, j in (repeats or {}).items():
+        records[i]["question"] = "  " + records[j]["question"].upper().replace(" ", "   ")
+    return records
+
+
+def keys(examples):
+    from ifexp.data import question_key
+
+    return {question_key(e.question) for e in examples}
+
+
+def test_auto_n_test_holds_out_a_fifth_of_a_large_file_and_nothing_of_a_small_one():
+    from ifexp.data import auto_n_test
+
+    assert [auto_n_test(n) for n in (0, 120, 199, 200, 256, 817, 1500, 10_000)] == [0, 0, 0, 40, 51, 163, 300, 300]
+
+
+@pytest.mark.parametrize("source", ["jsonl", "hub"])
+def test_a_drawn_test_split_shares_no_question_with_train_or_validation(tmp_path, monkeypatch, source):
+    from ifexp.data import split_dataset
+
+    # 30 questions are asked twice, 10 three times: several traces per question, as CoT sets have
+    repeats = {100 + k: k for k in range(30)} | {130 + k: k for k in range(10)}
+    records = arithmetic_records(140, repeats)
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in records])
+    examples = read_jsonl(path)
+    monkeypatch.setattr(ifexp.data, "hub_examples", lambda cfg: examples)
+    cfg = DatasetConfig(name="mine", source=source, path=str(path), n_train=-1, n_val=20, n_test=40, flaw_fraction=0)
+    splits, report = split_dataset(cfg)
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    assert len(test) == len(keys(test)) == 40
+    assert not keys(test) & (keys(train) | keys(val))
+    # every example is somewhere, or counted as a left-out duplicate of a held-out question
+    assert len(train) + len(val) + len(test) + report["n_duplicate_questions"] == 140
+    assert report["n_duplicate_questions"] > 0 and report["n_test"] == 40 and not report["n_test_auto"]
+    # validation questions that also have a training trace are counted, not removed
+    assert report["n_val_in_train"] == sum(bool(keys([e]) & keys(train)) for e in val) > 0
+    assert build_splits(cfg) == splits  # deterministic
+
+
+def test_a_test_file_loses_the_problems_it_shares_with_train_or_validation(tmp_path):
+    from ifexp.data import split_dataset
+
+    records = arithmetic_records(40)
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in records])
+    cfg = DatasetConfig(name="mine", source="jsonl", path=str(path), n_train=-1, n_val=8, n_test=-1, flaw_fraction=0)
+    val_questions = {e.question for e in split_dataset(cfg)[0]["val"]}
+    train_question = next(r["question"] for r in records if r["question"] not in val_questions)
+    val_question = next(iter(val_questions))
+    fresh = arithmetic_records(50)[40:]  # ten questions that are not in the file
+    test_records = [
+        {**fresh[0], "id": "t0"},
+        {**fresh[1], "id": "t1", "question": train_question.upper()},  # a training question
+        {**fresh[2], "id": "t2", "question": f" {val_question} "},  # a validation question
+        {**fresh[3], "id": "t3"},
+        {**fresh[3], "id": "t4"},  # t3 again
+        *({**r, "id": f"t{5 + i}"} for i, r in enumerate(fresh[4:])),
+    ]
+    test_path = write_lines(tmp_path / "test.jsonl", [json.dumps(r) for r in test_records])
+    splits, report = split_dataset(replace(cfg, test_path=str(test_path)))
+    assert [e.id for e in splits["test"]] == ["t0", "t3", "t5", "t6", "t7", "t8", "t9", "t10"]
+    assert report["n_duplicate_questions"] == 3 and report["n_test"] == 8
+    assert len(splits["train"]) == 32  # nothing drawn from the training file for the test split
+    assert not keys(splits["test"]) & (keys(splits["train"]) | keys(splits["val"]))
+
+
+def test_auto_holds_out_nothing_of_a_small_file_and_says_so(tmp_path, caplog):
+    from ifexp.data import split_dataset, split_metrics
+
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in arithmetic_records(120)])
+    cfg = DatasetConfig(name="mine", source="jsonl", path=str(path), n_train=-1, n_val=16, n_test=-1, flaw_fraction=0)
+    splits, report = split_dataset(cfg)
+    assert splits["test"] == [] and len(splits["train"]) == 104
+    with caplog.at_level("WARNING"):
+        metrics = split_metrics(cfg, report)
+    assert metrics == {"data/n_val": 16, "data/n_test": 0, "data/n_duplicate_questions": 0, "data/n_val_in_train": 0}
+    assert "120 distinct questions (fewer than 200): no in-domain test split" in caplog.text
+
+    big = write_lines(tmp_path / "big.jsonl", [json.dumps(r) for r in arithmetic_records(256)])
+    splits, report = split_dataset(replace(cfg, path=str(big)))
+    assert len(splits["test"]) == 51 and report["n_test_auto"] and len(splits["train"]) == 256 - 16 - 51
+
+
+def test_too_large_a_test_split_leaves_no_training_example(tmp_path):
+    records = arithmetic_records(6, {k: 0 for k in range(1, 6)})  # one question, six traces
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in records])
+    cfg = DatasetConfig(name="mine", source="jsonl", path=str(path), n_train=-1, n_val=2, n_test=1, flaw_fraction=0)
+    with pytest.raises(IfexpError, match="no training examples left after the validation/test split"):
+        build_splits(cfg)
+
+
+@pytest.mark.parametrize(
+    "dataset, benchmarks, message",
+    [
+        ({"n_test": -2}, None, "dataset.n_test=-2: must be >= 0, or -1 (auto)"),
+        ({"source": "gsm_symbolic", "n_test": -1}, None, "dataset.n_test=-1 (auto) is for jsonl and hub sets"),
+        (
+            {"source": "gsm_symbolic", "n_test": 9, "test_path": "t.jsonl"},
+            None,
+            "dataset.test_path is for jsonl and hub sets",
+        ),
+        ({"n_test": 5, "test_path": "t.jsonl"}, None, "dataset.n_test=5 and dataset.test_path: give one"),
+        ({"name": "asdiv"}, ["asdiv"], "dataset.name='asdiv' is also in eval.benchmarks"),
+        ({"name": "my/data"}, None, "dataset.name='my/data': names the in-domain benchmark"),
+    ],
+)
+def test_test_split_settings_fail_validation_in_one_line(dataset, benchmarks, message):
+    from ifexp.schema import EvalConfig
+
+    settings = {"name": "mine", "source": "jsonl", "path": "d.jsonl", "n_test": -1} | dataset
+    eval_cfg = EvalConfig(benchmarks=benchmarks) if benchmarks else EvalConfig()
+    with pytest.raises(IfexpError) as error:
+        validate(JobConfig(dataset=DatasetConfig(**settings), eval=eval_cfg))
+    assert str(error.value).startswith(message)
+    # no test split, no benchmark named after the dataset: the name is free
+    validate(JobConfig(dataset=DatasetConfig(**(settings | {"n_test": 0, "test_path": None})), eval=eval_cfg))
+
+
+def test_the_in_domain_benchmark_is_the_whole_test_split_and_named_after_the_dataset():
+    from ifexp.evaluate.benchmarks import in_domain_benchmark
+    from ifexp.pipeline import load_benchmarks
+
+    test = [Example(f"t{i}", f"q{i}", "c", str(i)) for i in range(70)]
+    cfg = JobConfig(dataset=DatasetConfig(name="mine", source="jsonl", path="d.jsonl", n_test=70))
+    cfg.eval.benchmarks, cfg.eval.max_examples = ["basic_arithmetic"], 5
+    benchmarks = load_benchmarks(cfg, {"train": [], "val": [], "test": test})
+    assert list(benchmarks) == ["mine", "basic_arithmetic"]
+    assert [p.id for p in benchmarks["mine"]] == [e.id for e in test]  # dataset.n_test sizes it, not max_examples
+    assert len(benchmarks["basic_arithmetic"]) == 5
+    assert list(load_benchmarks(cfg, {"train": [], "val": [], "test": []})) == ["basic_arithmetic"]
+    with pytest.raises(IfexpError, match="dataset.name='champ' is the name of a benchmark"):
+        in_domain_benchmark("champ", test)

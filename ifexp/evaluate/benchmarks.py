@@ -114,6 +114,17 @@ def hub_benchmark(name: str, seed: int = 0) -> list[Problem]:
     return problems
 
 
+def in_domain_benchmark(dataset_name: str, test: list[Example]) -> list[Problem]:
+    """A jsonl or hub set's held-out test split as the benchmark named after the dataset, whole
+    (its size is dataset.n_test, not eval.max_examples). Its name must not be another benchmark's."""
+    if dataset_name in OFFLINE or dataset_name in HUB or dataset_name.startswith("rg:"):
+        raise IfexpError(
+            f"dataset.name={dataset_name!r} is the name of a benchmark, and the in-domain benchmark is named after "
+            "the dataset: rename the dataset (dataset.name=...)"
+        )
+    return [Problem(e.id, e.question, e.answer) for e in test]
+
+
 def load_benchmark(
     name: str, max_examples: int, seed: int, in_domain_test: list[Example] | None = None
 ) -> list[Problem]:
