@@ -699,6 +699,17 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
     # 6. The comparison with Random (and the base model), and the run's outputs.
     metrics.update(compare(evals, run_dir / "generations"))
     training = sft["pruned"].manifest()
+    if training["n_truncated"] or training["n_rejected"]:
+        log.warning(
+            "training: %d traces longer than model.max_seq_len=%d were truncated (%d tokens cut) and %d dropped "
+            "(train.overlong=%s; the longest is %d tokens)",
+            training["n_truncated"],
+            cfg.model.max_seq_len,
+            training["n_tokens_cut"],
+            training["n_rejected"],
+            cfg.train.overlong,
+            training["max_example_len"],
+        )
     metrics.update(
         {
             "n_train": len(train),
@@ -707,6 +718,9 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
             "n_train_flawed": sum(1 for e in train if e.flaw),
             "n_truncated": training["n_truncated"],
             "n_rejected": training["n_rejected"],
+            # how much over-long traces lost (LIMO-style data: say it, per run)
+            "train/n_tokens_cut": training["n_tokens_cut"],
+            "train/max_example_len": training["max_example_len"],
             "train/steps": training["steps"],
             "train/first_loss": training["first_loss"],
             "train/final_loss": training["final_loss"],
