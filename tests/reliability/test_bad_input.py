@@ -82,9 +82,7 @@ def test_validation_set_all_wrong_means_no_q_c(tmp_path):
 
 def test_validation_set_all_right_means_no_q_i(tmp_path):
     # every trace is "#### 7" and every gold answer 7: fine-tuned, the tiny model always says 7
-    records = [
-        {"id": f"s{i}", "question": f"Add {i % 5} and {7 - i % 5}.", "cot": "#### 7", "answer": "7"} for i in range(60)
-    ]
+    records = [{"id": f"s{i}", "question": f"Add {i} and {7 - i}.", "cot": "#### 7", "answer": "7"} for i in range(60)]
     path = jsonl(tmp_path, *records)
     greedy = ["queries.n_samples=1", "queries.temperature=0"]
     error = fails_with_one_line(tmp_path, *EASY_TRAINING, *greedy, f"dataset.path={path}", "pruning=high_harm")
