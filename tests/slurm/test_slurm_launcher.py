@@ -151,6 +151,11 @@ def test_a_requeued_job_resumes_from_the_cache(slurm_cluster, easy_cot, tmp_path
         *JOB,
         f"dataset.path={easy_cot}",
         "pruning=combined",
+        # enough evaluation after theta* that the first attempt cannot finish in the seconds between
+        # the requeue and its SIGKILL (submitit ignores the SIGTERM; KillWait is 5 s)
+        "eval.benchmarks=[basic_arithmetic,chain_sum]",
+        "eval.max_examples=200",
+        "eval.max_new_tokens=256",
         *slurm_launcher(slurm_cluster, cpus=2),
         f"paths.cache_dir={cache}",
         f"hydra.sweep.dir={sweep}",
