@@ -109,25 +109,34 @@ def write_jsonl(path: str | Path, examples: list[Example]) -> None:
 # Embedded data: reasoning-gym gsm_symbolic
 
 
-def gsm_symbolic_examples(n: int, seed: int, id_prefix: str = "gsm") -> list[Example]:
-    """n distinct GSM-style problems with their step-by-step solutions, deterministic per seed."""
+def distinct_items(task: str, n: int, seed: int, **settings) -> list[tuple[int, str, dict]]:
+    """(index, question, item) of the first n reasoning-gym `task` items with distinct questions,
+    deterministic per seed. Oversampled: a few templates repeat a question for small seeds, and
+    only the first of each is kept."""
     import reasoning_gym
 
-    # Oversample: a few templates repeat a question for small seeds; keep the first of each.
-    items = reasoning_gym.create_dataset("gsm_symbolic", seed=seed, size=max(2 * n, n + 50))
-    examples: list[Example] = []
+    items = reasoning_gym.create_dataset(task, seed=seed, size=max(2 * n, n + 50), **settings)
+    chosen: list[tuple[int, str, dict]] = []
     seen_questions: set[str] = set()
     for index, item in enumerate(items):
         question = item["question"].strip()
         if question in seen_questions:
             continue
         seen_questions.add(question)
+        chosen.append((index, question, item))
+        if len(chosen) == n:
+            return chosen
+    raise IfexpError(f"{task}: could only generate {len(chosen)} distinct problems, asked for {n}")
+
+
+def gsm_symbolic_examples(n: int, seed: int, id_prefix: str = "gsm") -> list[Example]:
+    """n distinct GSM-style problems with their step-by-step solutions, deterministic per seed."""
+    examples: list[Example] = []
+    for index, question, item in distinct_items("gsm_symbolic", n, seed):
         answer = str(item["answer"]).strip()
         cot = _with_final_answer(item["metadata"]["answer_cot"], answer)
         examples.append(Example(f"{id_prefix}-{seed}-{index}", question, cot, answer))
-        if len(examples) == n:
-            return examples
-    raise IfexpError(f"gsm_symbolic: could only generate {len(examples)} distinct problems, asked for {n}")
+    return examples
 
 
 def _with_final_answer(cot: str, answer: str) -> str:

@@ -30,7 +30,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from ifexp.data import ANSWER_MARK, Example
+from ifexp.data import ANSWER_MARK, Example, distinct_items
 from ifexp.schema import DatasetConfig, IfexpError
 
 ANSWER_VISIBLE = "answer_visible"
@@ -138,23 +138,13 @@ def legs_of(animal: str) -> int:
 
 def leg_counting_problems(n: int, seed: int, id_prefix: str = "legs") -> list[LegProblem]:
     """n problems with distinct questions, deterministic per seed."""
-    import reasoning_gym
-
-    items = reasoning_gym.create_dataset("leg_counting", seed=seed, size=max(2 * n, n + 50), **LEG_COUNTING_SETTINGS)
     problems: list[LegProblem] = []
-    seen: set[str] = set()
-    for index, item in enumerate(items):
-        question = item["question"].strip()
-        if question in seen:
-            continue
-        seen.add(question)
+    for index, question, item in distinct_items("leg_counting", n, seed, **LEG_COUNTING_SETTINGS):
         problem = LegProblem(f"{id_prefix}-{seed}-{index}", question, tuple(item["metadata"]["animals"].items()))
         if str(problem.total) != str(item["answer"]):  # the table and the generator must agree
             raise IfexpError(f"leg_counting: item {index} has answer {item['answer']}, the trace sums {problem.total}")
         problems.append(problem)
-        if len(problems) == n:
-            return problems
-    raise IfexpError(f"leg_counting: could only generate {len(problems)} distinct problems, asked for {n}")
+    return problems
 
 
 def animal_line(
