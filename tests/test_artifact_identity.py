@@ -76,14 +76,23 @@ def test_full_finetuning_evaluates_each_model_from_its_own_generations(easy_cot,
         assert metrics[f"{prefix}eval/gsm_symbolic/n_length_capped"] == n_capped
 
 
-def test_a_changed_grader_recomputes_the_evaluations_and_nothing_else(easy_cot, tmp_path, monkeypatch):
+def artifacts_before_and_after_an_edit(module: str, easy_cot, tmp_path, monkeypatch):
+    """The artifacts of one high_harm job, then of the same job after `module`'s code "changed"
+    (its digest, as an edit would change it)."""
     overrides = [*SMALL, f"dataset.path={easy_cot}", "pruning=high_harm", f"paths.cache_dir={tmp_path}/cache"]
     before = artifacts(run(overrides, tmp_path / "before"))
+    pretend_edited(module, monkeypatch)
+    return before, artifacts(run(overrides, tmp_path / "after"))
 
-    edited = module_digest("ifexp.evaluate.grading") + "-edited"
+
+def pretend_edited(module: str, monkeypatch) -> None:
+    edited = module_digest(module) + "-edited"
     original = cache.module_digest
-    monkeypatch.setattr(cache, "module_digest", lambda m: edited if m == "ifexp.evaluate.grading" else original(m))
-    after = artifacts(run(overrides, tmp_path / "after"))
+    monkeypatch.setattr(cache, "module_digest", lambda m: edited if m == module else original(m))
+
+
+def test_a_changed_grader_recomputes_the_evaluations_and_nothing_else(easy_cot, tmp_path, monkeypatch):
+    before, after = artifacts_before_and_after_an_edit("ifexp.evaluate.grading", easy_cot, tmp_path, monkeypatch)
 
     assert before.keys() == after.keys()
     changed = {k for k in before if before[k] != after[k]}
@@ -95,13 +104,7 @@ def test_a_changed_grader_recomputes_the_evaluations_and_nothing_else(easy_cot, 
 
 
 def test_a_changed_prompt_recomputes_what_encodes_a_prompt_but_not_the_data(easy_cot, tmp_path, monkeypatch):
-    overrides = [*SMALL, f"dataset.path={easy_cot}", "pruning=high_harm", f"paths.cache_dir={tmp_path}/cache"]
-    before = artifacts(run(overrides, tmp_path / "before"))
-
-    edited = module_digest("ifexp.prompts") + "-edited"
-    original = cache.module_digest
-    monkeypatch.setattr(cache, "module_digest", lambda m: edited if m == "ifexp.prompts" else original(m))
-    after = artifacts(run(overrides, tmp_path / "after"))
+    before, after = artifacts_before_and_after_an_edit("ifexp.prompts", easy_cot, tmp_path, monkeypatch)
 
     # the tiny model's tokenizer is trained on prompts, so with it even the base model changes;
     # the data do not
@@ -119,8 +122,7 @@ def test_exactly_the_stages_that_encode_a_prompt_name_the_prompt_code(monkeypatc
         + (pipeline.SELF_INFLUENCE, pipeline.PERPLEXITY, pipeline.EMBEDDING)
     }
     before = {name: stage.version() for name, stage in stages.items()}
-    original = cache.module_digest
-    monkeypatch.setattr(cache, "module_digest", lambda m: "edited" if m == "ifexp.prompts" else original(m))
+    pretend_edited("ifexp.prompts", monkeypatch)
     changed = {name for name, stage in stages.items() if stage.version() != before[name]}
     assert changed == {"sft", "eval", "features", "perplexity"}
 
