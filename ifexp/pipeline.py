@@ -577,9 +577,8 @@ def compute_signals(
                 scorer_cfg.system_prompt,
                 cfg.scorer_seed,
             )["theta_star"]["val"]
-            warn_if_length_capped(
-                "theta*'s validation answers", artifacts["queries"].manifest(), "queries.max_new_tokens"
-            )
+            answered = artifacts["queries"].manifest()
+            warn_if_length_capped("theta*'s validation answers", answered, "queries.max_new_tokens")
             queries, correct = query_examples(read_generations(artifacts["queries"]))
             # a generation too long to take a gradient of is dropped (and counted), as training drops a trace
             fits, n_truncated = fitting_queries(theta_star, scorer_cfg, queries, cfg.train.overlong)
@@ -599,8 +598,8 @@ def compute_signals(
                 "queries/n_incorrect": n_incorrect,
                 "queries/n_rejected": int((~fits).sum()),
                 "queries/n_truncated": n_truncated,
-                "queries/pass@1": artifacts["queries"].manifest()["pass@1"],
-                "queries/n_length_capped": artifacts["queries"].manifest()["n_length_capped"],
+                "queries/pass@1": answered["pass@1"],
+                "queries/n_length_capped": answered["n_length_capped"],
             }
         )
         if n_correct == 0 or n_incorrect == 0:
