@@ -16,6 +16,7 @@ import os
 import sys
 import sysconfig
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -89,6 +90,21 @@ hydra_utils.run_and_report = _report_in_one_line
 
 def _to_job_config(cfg: DictConfig) -> JobConfig:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def compose_job(overrides: Sequence[str] = (), check: bool = True) -> JobConfig:
+    """The JobConfig that `ifexp OVERRIDES` runs, composed from conf/ (and sweeps/: `sweeps=NAME`
+    gives its fixed values; its sweeper params are not expanded) and, with `check`, validated.
+
+    The one way benchmarks, scripts and tests build a job; it must not be called inside a running
+    Hydra app (Hydra is initialised once per process)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        job = _to_job_config(compose(config_name="config", overrides=list(overrides)))
+    if check:
+        validate(job)
+    return job
 
 
 # The config tree lives beside the package (editable install); Hydra would resolve a relative
