@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from scipy.stats import spearmanr
 
-from ifexp.cli import CONF_DIR, _to_job_config
+from ifexp.cli import compose_job
 from ifexp.evaluate.benchmarks import Problem
 from ifexp.influence.estimator import make_estimator_preconditioner
 from ifexp.influence.features import read_store
@@ -45,8 +44,7 @@ DEMO = ["dataset.n_train=128", "dataset.n_val=64", "train.epochs=1", "train.lr=2
 
 
 def main(overrides: list[str]) -> None:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = _to_job_config(compose(config_name="config", overrides=[*DEMO, "logger=none", *overrides]))
+    cfg = compose_job([*DEMO, "logger=none", *overrides], check=True)
     cache = Path(cfg.paths.cache_dir)
     _, splits = dataset_stage(cfg, cache)
     train, val = splits["train"], splits["val"]

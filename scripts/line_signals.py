@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-from ifexp.cli import CONF_DIR, _to_job_config
+from ifexp.cli import compose_job
 from ifexp.influence.estimator import make_estimator_preconditioner, make_projector
 from ifexp.influence.features import extract_features, read_store
 from ifexp.influence.score import self_influence
@@ -33,8 +32,7 @@ from ifexp.train import collate, encode_examples, line_break_ids, step_spans
 
 
 def main(overrides: list[str]) -> None:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = _to_job_config(compose(config_name="config", overrides=["sweeps=cpu_demo", "logger=none", *overrides]))
+    cfg = compose_job(["sweeps=cpu_demo", "logger=none", *overrides], check=True)
     cfg = replace(cfg, estimator=replace(cfg.estimator, loss_weighting="token_mean"))
     cache = Path(cfg.paths.cache_dir)
     _, splits = dataset_stage(cfg, cache)
