@@ -158,16 +158,50 @@ class LengthGroupedBatches:
             yield batches[i]
 
 
-def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of next-token cross-entropies over response tokens, number of those tokens)."""
-    shifted = labels[:, 1:]
-    loss_sum = torch.nn.functional.cross_entropy(
+def next_token_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "none"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cross-entropy of each next-token prediction of a response token, in float32, and the
+    (B, T-1) mask of those tokens: the one loss of training and of influence.
+
+    Position t predicts labels[:, t + 1]; labels are IGNORE_INDEX off the response. reduction
+    "none": (B, T-1) token losses, 0 off the response; "sum": their sum, one scalar (summed by
+    cross_entropy itself, as training always did).
+    """
+    shifted_labels = labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(
         logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-        shifted.reshape(-1),
+        shifted_labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
-        reduction="sum",
+        reduction=reduction,
     )
-    return loss_sum, (shifted != IGNORE_INDEX).sum()
+    if reduction == "none":
+        losses = losses.view(shifted_labels.shape)
+    return losses, shifted_labels != IGNORE_INDEX
+
+
+def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of next-token cross-entropies over response tokens, number of those tokens): what
+    finetune divides into the mean over a batch's response tokens."""
+    loss_sum, on_response = next_token_cross_entropy(logits, labels, "sum")
+    return loss_sum, on_response.sum()
+
+
+def per_example_losses(
+    logits: torch.Tensor, labels: torch.Tensor, token_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B,) mean next-token cross-entropy over each example's response tokens.
+
+    token_weights (B, T), aligned with labels and zero off the response (collate's, with
+    estimator.loss_weighting=step_mean): the weighted sum of the token losses instead of their mean.
+    """
+    token_losses, on_response = next_token_cross_entropy(logits, labels)
+    n_tokens = on_response.sum(dim=1)
+    if (n_tokens == 0).any():
+        raise ValueError("an example has no response tokens: its loss is undefined")
+    if token_weights is not None:
+        return (token_losses * token_weights[:, 1:]).sum(dim=1)
+    return token_losses.sum(dim=1) / n_tokens
 
 
 def apply_lora(model, model_cfg: ModelConfig, train_cfg: TrainConfig):

@@ -6,8 +6,9 @@ the *sum* of per-example losses gives every example's g (examples do not interac
 hooks record x and g for the whole batch and the per-example gradients follow by an einsum,
 or, projected, without ever forming them (see project.KroneckerProjector).
 
-An example's loss is its mean token cross-entropy over response tokens (labels != -100), or,
-with token weights (estimator.loss_weighting=step_mean), a weighted sum of its token losses.
+An example's loss is ifexp.train.per_example_losses: its mean token cross-entropy over response
+tokens (labels != -100), or, with token weights (estimator.loss_weighting=step_mean), a weighted
+sum of its token losses; the same cross-entropy as training's (ifexp.train.next_token_cross_entropy).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-IGNORE_INDEX = -100
+from ifexp.train import per_example_losses
 
 
 def trainable_linears(model: nn.Module) -> dict[str, nn.Linear]:
@@ -27,30 +28,6 @@ def trainable_linears(model: nn.Module) -> dict[str, nn.Linear]:
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and module.weight.requires_grad
     }
-
-
-def per_example_losses(
-    logits: torch.Tensor, labels: torch.Tensor, token_weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(B,) mean cross-entropy over each example's response tokens (next-token shifted).
-
-    token_weights (B, T), aligned with labels and zero off the response: the weighted sum of the
-    token losses instead of their mean.
-    """
-    shifted_logits = logits[:, :-1].float()
-    shifted_labels = labels[:, 1:]
-    token_losses = nn.functional.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.shape[-1]),
-        shifted_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view(shifted_labels.shape)
-    n_tokens = (shifted_labels != IGNORE_INDEX).sum(dim=1)
-    if (n_tokens == 0).any():
-        raise ValueError("an example has no response tokens: its loss is undefined")
-    if token_weights is not None:
-        return (token_losses * token_weights[:, 1:]).sum(dim=1)
-    return token_losses.sum(dim=1) / n_tokens
 
 
 class LayerRecorder:
