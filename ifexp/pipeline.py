@@ -786,7 +786,7 @@ def write_outputs(
 ) -> None:
     """metrics.json, scores.csv, figures; and the same to W&B."""
     from ifexp import figures
-    from ifexp.influence.score import write_scores_csv
+    from ifexp.influence.score import rank_score, write_scores_csv
 
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     figure_paths = []
@@ -796,7 +796,7 @@ def write_outputs(
             name: empty if getattr(signals, name) is None else getattr(signals, name)
             for name in ("s_correct", "s_incorrect", "rank_correct", "rank_incorrect")
         }
-        scores["rank_score"] = scores["rank_correct"] - scores["rank_incorrect"]
+        scores["rank_score"] = rank_score(scores["rank_correct"], scores["rank_incorrect"])
         write_scores_csv(
             run_dir / "scores.csv",
             signals.ids,

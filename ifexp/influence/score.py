@@ -98,8 +98,14 @@ def influence_scores(influence: np.ndarray, query_correct: np.ndarray) -> dict[s
         "rank_correct": mean_over(ranks, query_correct),
         "rank_incorrect": mean_over(ranks, ~query_correct),
     }
-    scores["rank_score"] = scores["rank_correct"] - scores["rank_incorrect"]
+    scores["rank_score"] = rank_score(scores["rank_correct"], scores["rank_incorrect"])
     return scores
+
+
+def rank_score(rank_correct: np.ndarray, rank_incorrect: np.ndarray) -> np.ndarray:
+    """r = r_C - r_I: an example's mean percentile over the correct queries less that over the
+    incorrect ones (NaN where either side has no queries)."""
+    return rank_correct - rank_incorrect
 
 
 SCORE_COLUMNS = ("s_correct", "s_incorrect", "rank_correct", "rank_incorrect", "rank_score")
