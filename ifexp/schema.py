@@ -7,7 +7,9 @@ value fails when the config is composed, before any work starts.
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 
@@ -116,6 +118,10 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.85
     # 0 = auto: the longest prompt + max_new_tokens of each engine start (ifexp.evaluate.engines)
     max_model_len: int = 0
+    # vLLM: greedy calls of one process share one running engine (one start per sweep under the
+    # basic launcher; outputs equal a fresh engine's, tests/test_engines.py): auto (not on a CUDA
+    # device, where it would hold the memory the next job fine-tunes in) | always | never
+    reuse: str = "auto"
 
 
 @dataclass
@@ -123,12 +129,15 @@ class EstimatorConfig:
     """How influence is estimated: a gradient projection plus a preconditioner."""
 
     name: str = "proj_fisher"
-    # sjlt | gaussian | rademacher (dense, on the fly) | kronecker (LoGra, per layer) | none (exact)
+    # a registered projection (ifexp.influence.project.PROJECTIONS): sjlt | gaussian | rademacher
+    # (dense, on the fly) | kronecker (LoGra, per layer) | none (exact)
     projection: str = "sjlt"
     k: int = 4096
     k_in: int = 8
     k_out: int = 8
-    preconditioner: str = "proj_fisher"  # grad_dot | grad_cos | proj_fisher | kfac (kronecker only)
+    # a registered preconditioner (ifexp.influence.precondition.PRECONDITIONERS): grad_dot | grad_cos |
+    # proj_fisher | kfac (kronecker only)
+    preconditioner: str = "proj_fisher"
     damping: float = 0.1
     batch_size: int = 8
     store_dtype: str = "float32"
@@ -155,8 +164,8 @@ class QueryConfig:
 class PruningConfig:
     """Which floor(fraction * |D|) training examples to remove (DESIGN.md strategies)."""
 
-    # none | random | perplexity | embedding | low_benefit | high_harm | combined | self_influence |
-    # oracle | answer_check | length | theta_loss
+    # a registered strategy (ifexp.selection.STRATEGIES): none | random | perplexity | embedding |
+    # low_benefit | high_harm | combined | self_influence | oracle | answer_check | length | theta_loss
     strategy: str = "none"
     fraction: float = 0.0
     # perplexity: keep the low | high | middle perplexity examples (under the base model)
@@ -226,43 +235,62 @@ class IfexpError(Exception):
     """A problem with the user's input or set-up, reported as one line without a traceback."""
 
 
-CHOICES = {
-    "model.source": ("gguf", "tiny", "hub"),
-    "dataset.source": ("gsm_symbolic", "jsonl", "hub", "leg_counting"),
-    "dataset.answer_format": ("auto", "hash", "boxed", "last_number"),
-    "train.method": ("lora", "full"),
-    "train.mixed_precision": ("no", "bf16", "fp16"),
-    "train.overlong": ("truncate", "reject"),
-    "engine.name": ("vllm", "hf"),
-    "engine.dtype": ("float32", "bfloat16", "float16"),
-    "logger.name": ("wandb", "none"),
-    "estimator.projection": ("sjlt", "gaussian", "rademacher", "kronecker", "none"),
-    "estimator.preconditioner": ("grad_dot", "grad_cos", "proj_fisher", "kfac"),
-    "estimator.store_dtype": ("float32", "float16"),
-    "estimator.compute_dtype": ("float32", "bfloat16"),
-    "estimator.loss_weighting": ("token_mean", "step_mean"),
-    "logger.mode": ("offline", "online"),
-    "compute.launcher": ("auto", "torchrun", "srun"),
-    "pruning.strategy": (
-        "none",
-        "random",
-        "perplexity",
-        "embedding",
-        "low_benefit",
-        "high_harm",
-        "combined",
-        "self_influence",
-        "oracle",
-        "answer_check",
-        "length",
-        "theta_loss",
-    ),
-    "pruning.perplexity_keep": ("low", "high", "middle"),
-    "pruning.embedding_mode": ("centroid", "redundancy"),
-    "pruning.combine": ("rank", "zscore"),
-    "pruning.length_keep": ("short", "long"),
-    "pruning.loss_keep": ("low", "middle"),
-}
+class Choices(Mapping[str, tuple[str, ...]]):
+    """The allowed values of each config key that `validate` checks, as "group.field" -> values.
+
+    Most lists are fixed here. The pruning strategies and their options, and the estimator's
+    projections and preconditioners, belong to registries (`ifexp.selection.STRATEGIES`,
+    `ifexp.influence.estimator`): those lists are asked for at lookup, so that a strategy defined
+    after import counts, and so that importing the schema (and `ifexp --help`) pays for neither
+    numpy nor torch. A registry module answers with its `choices()`."""
+
+    def __init__(self, fixed: dict[str, tuple[str, ...]], registries: dict[str, str]):
+        self._fixed = fixed
+        self._registries = registries  # config group -> the module whose choices() lists the rest
+
+    def _from_registry(self, group: str) -> dict[str, tuple[str, ...]]:
+        return importlib.import_module(self._registries[group]).choices() if group in self._registries else {}
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        if key in self._fixed:
+            return self._fixed[key]
+        return self._from_registry(key.split(".")[0])[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._fixed
+        for group in self._registries:
+            yield from self._from_registry(group)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+CHOICES = Choices(
+    {
+        "model.source": ("gguf", "tiny", "hub"),
+        "dataset.source": ("gsm_symbolic", "jsonl", "hub", "leg_counting"),
+        "dataset.answer_format": ("auto", "hash", "boxed", "last_number"),
+        "train.method": ("lora", "full"),
+        "train.mixed_precision": ("no", "bf16", "fp16"),
+        "train.overlong": ("truncate", "reject"),
+        "engine.name": ("vllm", "hf"),
+        "engine.dtype": ("float32", "bfloat16", "float16"),
+        "logger.name": ("wandb", "none"),
+        "estimator.store_dtype": ("float32", "float16"),
+        "estimator.compute_dtype": ("float32", "bfloat16"),
+        "estimator.loss_weighting": ("token_mean", "step_mean"),
+        "logger.mode": ("offline", "online"),
+        "compute.launcher": ("auto", "torchrun", "srun"),
+    },
+    # estimator.projection, estimator.preconditioner; pruning.strategy and each strategy's options
+    registries={"estimator": "ifexp.influence.estimator", "pruning": "ifexp.selection"},
+)
+
+
+def expected_one_of(key: str, value: object, allowed: Iterable[str] | None = None) -> str:
+    """The one-line message for a value outside its list (CHOICES[key] unless `allowed` is given)."""
+    allowed = CHOICES[key] if allowed is None else allowed
+    return f"{key}={value!r}: expected one of {', '.join(allowed)}"
 
 
 def validate(cfg: JobConfig) -> None:
@@ -271,25 +299,22 @@ def validate(cfg: JobConfig) -> None:
         group, name = key.split(".")
         value = getattr(getattr(cfg, group), name)
         if value not in allowed:
-            raise IfexpError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+            raise IfexpError(expected_one_of(key, value, allowed))
     if not 0.0 <= cfg.dataset.flaw_fraction < 1.0:
         raise IfexpError(f"dataset.flaw_fraction={cfg.dataset.flaw_fraction}: must be in [0, 1)")
     if not 0.0 <= cfg.pruning.fraction < 1.0:
         raise IfexpError(f"pruning.fraction={cfg.pruning.fraction}: must be in [0, 1)")
-    if cfg.pruning.strategy == "none" and cfg.pruning.fraction != 0.0:
-        raise IfexpError(f"pruning=none removes nothing: pruning.fraction={cfg.pruning.fraction} must be 0")
     if not 0.0 <= cfg.pruning.alpha <= 1.0:
         raise IfexpError(f"pruning.alpha={cfg.pruning.alpha}: must be in [0, 1]")
     if cfg.estimator.query_rank < 0:
         raise IfexpError(f"estimator.query_rank={cfg.estimator.query_rank}: must be >= 0 (0 = exact)")
-    if cfg.estimator.preconditioner == "kfac" and cfg.estimator.projection != "kronecker":
-        raise IfexpError("estimator.preconditioner=kfac needs estimator.projection=kronecker")
-    if cfg.pruning.strategy == "self_influence" and cfg.estimator.preconditioner == "grad_cos":
-        # cosine self-influence is |phi(d)|^2 / |phi(d)|^2 = 1 for every d: its ranking is rounding noise
-        raise IfexpError(
-            "pruning.strategy=self_influence with estimator.preconditioner=grad_cos: cosine self-influence is 1 "
-            "for every example; use estimator.preconditioner=grad_dot or proj_fisher"
-        )
+    # what the registries know: a preconditioner's projection, a strategy's own constraints
+    # (imported here: they import this module)
+    from ifexp.influence.estimator import check as check_estimator
+    from ifexp.selection import strategy_named
+
+    check_estimator(cfg.estimator)
+    strategy_named(cfg.pruning.strategy).check(cfg)
     if cfg.dataset.source == "leg_counting" or cfg.dataset.flaw_kinds:
         from ifexp.tasks import validate_dataset
 

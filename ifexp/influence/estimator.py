@@ -1,19 +1,39 @@
-"""Build an estimator's projector and preconditioner from its config."""
+"""Build an estimator's projector and preconditioner from its config.
+
+The projections (`project.PROJECTIONS`) and preconditioners (`precondition.PRECONDITIONERS`) are
+registries: a class that declares its name is an allowed estimator.projection /
+estimator.preconditioner value (`choices`, read by schema.CHOICES) and is built from here.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
 from ifexp.influence.capture import trainable_linears
-from ifexp.influence.precondition import KFAC, Preconditioner, make_preconditioner
-from ifexp.influence.project import (
-    DenseProjector,
-    ExactProjector,
-    KroneckerProjector,
-    Projector,
-    SparseJLProjector,
-)
-from ifexp.schema import EstimatorConfig
+from ifexp.influence.precondition import PRECONDITIONERS, Preconditioner, make_preconditioner
+from ifexp.influence.project import PROJECTIONS, Projector
+from ifexp.schema import EstimatorConfig, IfexpError, expected_one_of
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """The registered projections and preconditioners, as schema.CHOICES keys."""
+    return {"estimator.projection": tuple(PROJECTIONS), "estimator.preconditioner": tuple(PRECONDITIONERS)}
+
+
+def _projection_mismatch(cfg: EstimatorConfig) -> str | None:
+    """What is wrong when the preconditioner is fitted from another projection's statistics."""
+    preconditioner = PRECONDITIONERS.get(cfg.preconditioner)
+    needed = preconditioner.needs_projection if preconditioner is not None else None
+    if needed is not None and cfg.projection != needed:
+        return f"estimator.preconditioner={cfg.preconditioner} needs estimator.projection={needed}"
+    return None
+
+
+def check(cfg: EstimatorConfig) -> None:
+    """What schema.validate cannot say without the registries: the preconditioner's projection."""
+    mismatch = _projection_mismatch(cfg)
+    if mismatch:
+        raise IfexpError(mismatch)
 
 
 def layer_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -21,24 +41,15 @@ def layer_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 def make_projector(cfg: EstimatorConfig, model: nn.Module) -> Projector:
-    shapes = layer_shapes(model)
-    if cfg.projection == "sjlt":
-        return SparseJLProjector(cfg.k, cfg.seed)
-    if cfg.projection in ("gaussian", "rademacher"):
-        return DenseProjector(cfg.k, cfg.seed, kind=cfg.projection)
-    if cfg.projection == "kronecker":
-        return KroneckerProjector(shapes, cfg.k_in, cfg.k_out, cfg.seed)
-    if cfg.projection == "none":
-        return ExactProjector(shapes)
-    raise ValueError(f"estimator.projection='{cfg.projection}': expected sjlt, gaussian, rademacher, kronecker, none")
+    """The projector cfg.projection names, for the model's trainable layers."""
+    if cfg.projection not in PROJECTIONS:
+        raise ValueError(expected_one_of("estimator.projection", cfg.projection, PROJECTIONS))
+    return PROJECTIONS[cfg.projection].from_config(cfg, layer_shapes(model))
 
 
 def make_estimator_preconditioner(cfg: EstimatorConfig, kfac_factors: dict[str, dict] | None = None) -> Preconditioner:
     """kfac_factors: {"input_cov": ..., "grad_cov": ...} as saved beside a Kronecker feature store."""
-    if cfg.preconditioner == "kfac":
-        if cfg.projection != "kronecker" or kfac_factors is None:
-            raise ValueError(
-                "estimator.preconditioner=kfac needs estimator.projection=kronecker (its layer statistics)"
-            )
-        return KFAC(kfac_factors["input_cov"], kfac_factors["grad_cov"], cfg.damping)
-    return make_preconditioner(cfg.preconditioner, cfg.damping)
+    mismatch = _projection_mismatch(cfg)
+    if mismatch:
+        raise ValueError(f"{mismatch} (its layer statistics)")
+    return make_preconditioner(cfg.preconditioner, cfg.damping, kfac_factors)

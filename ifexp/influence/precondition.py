@@ -5,11 +5,21 @@
 - projected empirical Fisher (`proj_fisher`): H = Phi^T Phi / n + lambda I, lambda = damping x
   the mean non-zero eigenvalue of Phi^T Phi / n (trace / min(n, k)); Cholesky-factorised once.
 - per-layer K-FAC in the projected space (`kfac`, with the Kronecker projection).
+
+Each is a `Preconditioner` subclass that declares its `name` (estimator.preconditioner); defining
+it registers it in `PRECONDITIONERS`, as kronfluence's factor configs do.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
+
+from ifexp.schema import expected_one_of
+
+# estimator.preconditioner -> its class, in definition order
+PRECONDITIONERS: dict[str, type[Preconditioner]] = {}
 
 
 def _unit(features: torch.Tensor) -> torch.Tensor:
@@ -17,7 +27,23 @@ def _unit(features: torch.Tensor) -> torch.Tensor:
 
 
 class Preconditioner:
-    name = "grad_dot"
+    """H = I unless a subclass says otherwise. A subclass that sets `name` is registered under it."""
+
+    name: ClassVar[str]
+    # the estimator.projection whose statistics it needs (None: any projection)
+    needs_projection: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            if cls.name in PRECONDITIONERS:
+                raise ValueError(f"preconditioner '{cls.name}' is already registered ({PRECONDITIONERS[cls.name]})")
+            PRECONDITIONERS[cls.name] = cls
+
+    @classmethod
+    def from_config(cls, damping: float, kfac_factors: dict[str, dict] | None = None) -> Preconditioner:
+        """An unfitted preconditioner; kfac_factors: {"input_cov": ..., "grad_cov": ...} (kfac only)."""
+        return cls()
 
     def fit(self, train_features: torch.Tensor) -> Preconditioner:
         return self
@@ -29,6 +55,10 @@ class Preconditioner:
     def query_side(self, query_features: torch.Tensor) -> torch.Tensor:
         """H^-1 phi(q) for each query row."""
         return query_features
+
+
+class Identity(Preconditioner):
+    name = "grad_dot"
 
 
 class CosinePreconditioner(Preconditioner):
@@ -48,6 +78,10 @@ class ProjectedFisher(Preconditioner):
         self.damping = damping
         self.cholesky: torch.Tensor | None = None
         self.lam = 0.0
+
+    @classmethod
+    def from_config(cls, damping: float, kfac_factors: dict[str, dict] | None = None) -> ProjectedFisher:
+        return cls(damping)
 
     def fit(self, train_features: torch.Tensor, chunk: int = 4096) -> ProjectedFisher:
         k = train_features.shape[1]
@@ -79,6 +113,13 @@ class KFAC(Preconditioner):
     """
 
     name = "kfac"
+    needs_projection = "kronecker"
+
+    @classmethod
+    def from_config(cls, damping: float, kfac_factors: dict[str, dict] | None = None) -> KFAC:
+        if kfac_factors is None:
+            raise ValueError("kfac needs the Kronecker projector's statistics: build it with KFAC(...) or kfac_factors")
+        return cls(kfac_factors["input_cov"], kfac_factors["grad_cov"], damping)
 
     def __init__(self, input_cov: dict, grad_cov: dict, damping: float = 0.1):
         self.damping = damping
@@ -103,13 +144,8 @@ class KFAC(Preconditioner):
         return torch.cat(parts, dim=1).float()
 
 
-def make_preconditioner(name: str, damping: float = 0.1) -> Preconditioner:
-    if name == "grad_dot":
-        return Preconditioner()
-    if name == "grad_cos":
-        return CosinePreconditioner()
-    if name == "proj_fisher":
-        return ProjectedFisher(damping)
-    if name == "kfac":
-        raise ValueError("kfac needs the Kronecker projector's statistics: build it with KFAC(...)")
-    raise ValueError(f"preconditioner '{name}': expected grad_dot, grad_cos, proj_fisher or kfac")
+def make_preconditioner(name: str, damping: float = 0.1, kfac_factors: dict[str, dict] | None = None) -> Preconditioner:
+    """An unfitted preconditioner by its registered name (kfac: with the Kronecker projector's factors)."""
+    if name not in PRECONDITIONERS:
+        raise ValueError(expected_one_of("estimator.preconditioner", name, PRECONDITIONERS))
+    return PRECONDITIONERS[name].from_config(damping, kfac_factors)

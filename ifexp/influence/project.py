@@ -10,15 +10,23 @@ none stores a dense d x k matrix:
 - KroneckerProjector: LoGra-style; per layer, project inputs (k_in x in) and output gradients
   (k_out x out) and take the per-example outer product. Equals (P_out kron P_in) vec(grad),
   but the per-example gradient is never formed.
+
+Each class declares the estimator.projection values it serves (`projections`) and how it is built
+from an estimator config (`from_config`); defining it registers it in `PROJECTIONS`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
 from ifexp.influence.capture import LayerRecorder, per_example_gradients
+from ifexp.schema import EstimatorConfig
+
+# estimator.projection -> the class that builds it, in definition order
+PROJECTIONS: dict[str, type[Projector]] = {}
 
 
 def _generator(seed: int, *salt: int) -> torch.Generator:
@@ -30,9 +38,23 @@ def _generator(seed: int, *salt: int) -> torch.Generator:
 
 
 class Projector:
-    """Maps a recorded batch to (B, k) features."""
+    """Maps a recorded batch to (B, k) features. A subclass that sets `projections` is registered
+    under each of them."""
 
     k: int
+    projections: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("projections", ()):
+            if name in PROJECTIONS:
+                raise ValueError(f"projection '{name}' is already registered ({PROJECTIONS[name]})")
+            PROJECTIONS[name] = cls
+
+    @classmethod
+    def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> Projector:
+        """The projector cfg.projection names, for trainable layers of these (out, in) shapes."""
+        raise NotImplementedError
 
     def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
         raise NotImplementedError
@@ -40,6 +62,12 @@ class Projector:
 
 class ExactProjector(Projector):
     """No projection: the full per-example gradient (small models and tests)."""
+
+    projections = ("none",)
+
+    @classmethod
+    def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> ExactProjector:
+        return cls(layer_shapes)
 
     def __init__(self, layer_shapes: dict[str, tuple[int, int]]):
         self.k = sum(out_dim * in_dim for out_dim, in_dim in layer_shapes.values())
@@ -51,9 +79,15 @@ class ExactProjector(Projector):
 class DenseProjector(Projector):
     """phi = P g with P ~ N(0, 1/k) (or +-1/sqrt(k)), generated in column blocks on the fly."""
 
+    projections = ("gaussian", "rademacher")  # the kind of P
+
+    @classmethod
+    def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> DenseProjector:
+        return cls(cfg.k, cfg.seed, kind=cfg.projection)
+
     def __init__(self, k: int, seed: int = 0, kind: str = "gaussian", block: int = 65536):
-        if kind not in ("gaussian", "rademacher"):
-            raise ValueError(f"dense projection kind '{kind}': expected gaussian or rademacher")
+        if kind not in self.projections:
+            raise ValueError(f"dense projection kind '{kind}': expected one of {', '.join(self.projections)}")
         self.k, self.seed, self.kind, self.block = k, seed, kind, block
 
     def block_matrix(self, layer_index: int, block_index: int, width: int) -> torch.Tensor:
@@ -81,6 +115,12 @@ class DenseProjector(Projector):
 
 class SparseJLProjector(Projector):
     """Count-sketch: coordinate i goes to bucket h(i) with sign s(i); phi = sum_i s(i) g_i e_h(i)."""
+
+    projections = ("sjlt",)
+
+    @classmethod
+    def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> SparseJLProjector:
+        return cls(cfg.k, cfg.seed)
 
     def __init__(self, k: int, seed: int = 0):
         self.k, self.seed = k, seed
@@ -114,6 +154,12 @@ class KroneckerProjector(Projector):
     A side whose dimension is already <= its k is left unprojected (identity), so small LoRA
     ranks are kept exactly.
     """
+
+    projections = ("kronecker",)
+
+    @classmethod
+    def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> KroneckerProjector:
+        return cls(layer_shapes, cfg.k_in, cfg.k_out, cfg.seed)
 
     def __init__(self, layer_shapes: dict[str, tuple[int, int]], k_in: int = 16, k_out: int = 16, seed: int = 0):
         self.seed = seed
