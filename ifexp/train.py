@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ifexp.data import Example
 from ifexp.models import load_model, load_tokenizer
 from ifexp.prompts import encode_example
-from ifexp.schema import IfexpError, ModelConfig, TrainConfig
+from ifexp.schema import CHOICES, IfexpError, ModelConfig, TrainConfig, expected_one_of
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -229,8 +229,8 @@ def finetune(
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
-    if train_cfg.method not in ("lora", "full"):
-        raise IfexpError(f"train.method='{train_cfg.method}': expected lora or full")
+    if train_cfg.method not in CHOICES["train.method"]:
+        raise IfexpError(expected_one_of("train.method", train_cfg.method))
     # split_batches: each of P processes takes 1/P of every batch, so P processes take the same
     # optimizer steps on the same batches as one process does.
     accelerator = Accelerator(
