@@ -37,6 +37,7 @@ import json
 import math
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -497,6 +498,40 @@ def _legend(benchmarks: list[str], rows: list[dict], kind: str, what: str) -> li
     return lines
 
 
+def _table(
+    rows: list[dict], benchmarks: list[str], kind: str, text: Callable[[Estimate], str], with_seeds: bool = False
+) -> list[str]:
+    """A markdown table, one line per row: its strategy (and number of seeds), then text(estimate)
+    of `kind` per benchmark, empty where the row has none."""
+    columns = ["strategy", *(["seeds"] if with_seeds else []), *benchmarks]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lead = [row["cell"].label, *([str(len(row["seeds"]))] if with_seeds else [])]
+        values = [text(row[kind][b]) if b in row[kind] else "" for b in benchmarks]
+        lines.append(f"| {' | '.join(lead)} | " + " | ".join(values) + " |")
+    return lines
+
+
+def _delta_text(estimate: Estimate) -> str:
+    """Δ [interval] (p=...): the Δ table's cell."""
+    text = fmt(estimate, signed=True)
+    return text if estimate.p is None else f"{text} (p={estimate.p:.3f})"
+
+
+def _per_seed_text(estimate: Estimate) -> str:
+    """The per-seed Δ, wins, their min–max and the sign-flip p over seeds: the Δ-per-seed table's cell."""
+    per_seed = estimate.per_seed
+    text = ", ".join(f"s{s} {_num(v, True)}" for s, v in per_seed.items())
+    wins = f"{sum(v > 0 for v in per_seed.values())}/{sum(v < 0 for v in per_seed.values())}/{len(per_seed)}"
+    text += f" (wins {wins}"
+    if len(per_seed) > 1:
+        text += f"; min–max over {len(per_seed)} seeds {_num(min(per_seed.values()), True)}, "
+        text += f"{_num(max(per_seed.values()), True)}"
+    if estimate.p_seeds is not None:
+        text += f"; p over seeds={estimate.p_seeds:.2f}"
+    return text + ")"
+
+
 def write_report(root: Path) -> Path:
     from ifexp import figures
 
@@ -547,28 +582,13 @@ def write_report(root: Path) -> Path:
         in_section = [row for row in rows if row["cell"].section == section]
         label = ", ".join(f"{k}={_show(v)}" for k, v in zip(section_keys, section, strict=True)) or "all jobs"
         lines += [f"## {label}", "", "### pass@1", ""]
-        lines.append("| strategy | seeds | " + " | ".join(benchmarks) + " |")
-        lines.append("|---|---|" + "---|" * len(benchmarks))
-        for row in in_section:
-            values = [fmt(row["pass"][b], signed=False) if b in row["pass"] else "" for b in benchmarks]
-            lines.append(f"| {row['cell'].label} | {len(row['seeds'])} | " + " | ".join(values) + " |")
+        lines += _table(in_section, benchmarks, "pass", lambda e: fmt(e, signed=False), with_seeds=True)
         lines += ["", *_legend(benchmarks, in_section, "pass", "pass@1")]
         with_delta = [row for row in in_section if row["delta"]]
         if with_delta:
             lines += ["", "### Δ pass@1 vs Random (paired per problem and seed)", ""]
-            lines.append("| strategy | " + " | ".join(benchmarks) + " |")
-            lines.append("|---|" + "---|" * len(benchmarks))
+            lines += _table(with_delta, benchmarks, "delta", _delta_text)
             for row in with_delta:
-                values = []
-                for b in benchmarks:
-                    estimate = row["delta"].get(b)
-                    if estimate is None:
-                        values.append("")
-                    elif estimate.p is None:
-                        values.append(fmt(estimate, signed=True))
-                    else:
-                        values.append(f"{fmt(estimate, signed=True)} (p={estimate.p:.3f})")
-                lines.append(f"| {row['cell'].label} | " + " | ".join(values) + " |")
                 key = row["cell"].label if len(sections) == 1 else f"{row['cell'].label} ({label})"
                 delta_rows[key] = {
                     b: (e.mean, e.low, e.high) if e.interval == "bootstrap" else (e.mean, math.nan, math.nan)
@@ -582,30 +602,8 @@ def write_report(root: Path) -> Path:
                 f"### Δ per seed ({seeds_text}; wins: seeds with Δ > 0 / Δ < 0 / all; "
                 "p over seeds: exact sign-flip test over the per-seed Δ, smallest possible 2/2^n)",
                 "",
-                "| strategy | " + " | ".join(benchmarks) + " |",
-                "|---|" + "---|" * len(benchmarks),
+                *_table(with_delta, benchmarks, "delta", _per_seed_text),
             ]
-            for row in with_delta:
-                values = []
-                for b in benchmarks:
-                    estimate = row["delta"].get(b)
-                    if estimate is None:
-                        values.append("")
-                        continue
-                    per_seed = estimate.per_seed
-                    text = ", ".join(f"s{s} {_num(v, True)}" for s, v in per_seed.items())
-                    wins = (
-                        f"{sum(v > 0 for v in per_seed.values())}/{sum(v < 0 for v in per_seed.values())}"
-                        f"/{len(per_seed)}"
-                    )
-                    text += f" (wins {wins}"
-                    if len(per_seed) > 1:
-                        text += f"; min–max over {len(per_seed)} seeds {_num(min(per_seed.values()), True)}, "
-                        text += f"{_num(max(per_seed.values()), True)}"
-                    if estimate.p_seeds is not None:
-                        text += f"; p over seeds={estimate.p_seeds:.2f}"
-                    values.append(text + ")")
-                lines.append(f"| {row['cell'].label} | " + " | ".join(values) + " |")
         with_flaws = [row for row in in_section if any(k.startswith("flaw/") for k in row)]
         if with_flaws:
             lines += [
