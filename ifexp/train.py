@@ -1,7 +1,10 @@
 """Supervised fine-tuning on CoT traces with Accelerate (+ PEFT LoRA by default).
 
-The loss is the cross-entropy over response tokens only (prompt and padding masked). Runs on one
-CPU, or across processes/GPUs under `accelerate launch`. Seeded and deterministic on CPU.
+The loss is the next-token cross-entropy over response tokens only (prompt and padding masked):
+next_token_cross_entropy, the one definition of it. Training takes its mean over a batch's response
+tokens (response_loss_sum); influence, the signals and the benchmarks take it per example
+(per_example_losses, optionally weighted per reasoning step: step_mean_weights). Runs on one CPU,
+or across processes/GPUs under `accelerate launch`. Seeded and deterministic on CPU.
 """
 
 from __future__ import annotations
