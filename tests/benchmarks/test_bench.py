@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import EASY_TRAINING
 
-from ifexp.bench import main
+from benchmarks.cli import COMMANDS, main, parser
 from ifexp.schema import CHOICES
 
 
@@ -98,3 +98,18 @@ def test_bench_flaws_reports_every_strategy_per_kind(easy_cot, tmp_path):
         assert 0 <= found["auroc"] <= 1 and found["precision"] == pytest.approx(found["recall"])
         assert any(key.startswith("auroc/") for key in found)  # per flaw kind
     assert result["queries"] == {}  # none of these strategies needs theta*'s answers
+
+
+def test_options_are_the_dataclass_fields():
+    """`ifexp-bench` keeps its options: each field of a subcommand's dataclass is one."""
+    args = vars(parser().parse_args(["lds", "--out", "o.json", "--ks", "--dampings", "0.5", "--method", "lora"]))
+    assert args["ks"] == [] and args["dampings"] == [0.5] and args["method"] == "lora" and args["epochs"] == 6
+    assert args["estimators"] == ["grad_dot", "grad_cos", "proj_fisher", "logra", "kfac"]
+    for wrong in (["lds", "--out", "o.json", "--method", "lora2"], ["features"]):  # bad choice; --out is required
+        with pytest.raises(SystemExit):
+            parser().parse_args(wrong)
+    options = vars(parser().parse_args(["e2e", "--out", "o.json", "--reuse", "dataset.n_train=8"]))
+    e2e = COMMANDS[options.pop("command")](**options)
+    assert e2e.reuse and e2e.overrides == ["dataset.n_train=8"] and e2e.goal_s == 1800.0
+    flaws = vars(parser().parse_args(["flaws", "--out", "o.json", "--strategies", "random", "oracle"]))
+    assert flaws["strategies"] == ["random", "oracle"] and flaws["overrides"] == []
