@@ -4,10 +4,12 @@
 
 measures, in one process on the same rows: a plain training step (forward + backward +
 optimizer step), feature extraction per estimator (batched per-example gradients + projection +
-preconditioner fit), and a LESS/TRAK-style baseline (batch-size-1 backward, then a dense
-Gaussian projection of the full LoRA gradient to the same k, regenerated from its seed because
-a d x k matrix does not fit in memory), plus a kinder dense baseline that projects all N
-gradients in one generation pass. Ratios are taken within the run: the machine is noisy.
+preconditioner fit), and LESS's gradient collection (`less_style_features`) three ways: as LESS
+runs it (batch-size-1 backward, the full LoRA gradients projected 16 at a time by a dense
+projection to the same k, Gaussian or, as LESS calls it, Rademacher, regenerated block by block
+from its seed as TRAK's CPU projector does), the same with the matrix regenerated for every
+example, and with all N gradients projected in one pass. Ratios are taken within the run: the
+machine is noisy.
 """
 
 from __future__ import annotations
@@ -89,7 +91,11 @@ class Features(Benchmark):
     batch_size: int = option(8)
     estimators: list[str] = option(["grad_dot", "proj_fisher", "logra", "kfac"])
     less_k: int = option(4096, help="the estimators' k, for a like-for-like baseline")
-    less_examples: int = option(8, help="the baseline is slow: time it on fewer")
+    less_interval: int = option(LESS_PROJECT_INTERVAL, help="LESS projects this many gradients at a time")
+    less_projection: str = option(
+        "gaussian", choices=["gaussian", "rademacher"], help="the dense matrix's entries (LESS calls TRAK's rademacher)"
+    )
+    less_examples: int = option(8, help="the per-example-projection variant is slow: time it on fewer")
     cache_dir: str = option("outputs/cache")
 
     def execute(self) -> dict:
@@ -154,18 +160,24 @@ class Features(Benchmark):
             features_over_train={k: v / result["train_step_s_per_example"] for k, v in features_s.items()},
         )
 
-        # 3. LESS/TRAK-style: batch-size-1 backward, dense Gaussian projection of the full gradient to the
-        # same k, regenerated for every example; and a kinder baseline projecting all N in one pass
-        projector = DenseProjector(self.less_k, seed=0, kind="gaussian")
+        # 3. LESS: batch-size-1 backward, dense projection of the full gradient to the same k,
+        # 16 gradients at a time (as LESS runs), one at a time, and all N in one pass
+        projector = DenseProjector(self.less_k, seed=0, kind=self.less_projection)
         less_style_features(model, warmup_rows[:1], collate_fn, projector, interval=1)  # warm-up
-        less_rows = rows[: self.less_examples]
-        seconds, _ = timed(less_style_features, model, less_rows, collate_fn, projector, 1)
+        per_example_rows = rows[: self.less_examples]
+        fair_s, _ = timed(less_style_features, model, rows, collate_fn, projector, self.less_interval)
+        per_example_s, _ = timed(less_style_features, model, per_example_rows, collate_fn, projector, 1)
         amortised_s, _ = timed(less_style_features, model, rows, collate_fn, projector, n)
         result.update(
             less_style_k=self.less_k,
-            less_style_n_examples=len(less_rows),
-            less_style_s_per_example=seconds / len(less_rows),
-            less_style_over_features=over(seconds / len(less_rows), features_s),
+            less_style_project_interval=self.less_interval,
+            less_style_projection=self.less_projection,
+            less_style_n_examples=n,
+            less_style_s_per_example=fair_s / n,
+            less_style_over_features=over(fair_s / n, features_s),
+            less_per_example_projection_n_examples=len(per_example_rows),
+            less_per_example_projection_s_per_example=per_example_s / len(per_example_rows),
+            less_per_example_projection_over_features=over(per_example_s / len(per_example_rows), features_s),
             dense_amortised_s_per_example=amortised_s / n,
             dense_amortised_over_features=over(amortised_s / n, features_s),
             peak_rss_mb=peak_rss_mb(),

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import EASY_TRAINING
 
 from benchmarks.cli import COMMANDS, main, parser
@@ -33,8 +34,12 @@ def test_bench_features_writes_json(tiny_model, cache_dir, tmp_path, capsys):
     )
     result = json.loads(out.read_text())
     assert result["n_examples"] == 6
-    for key in ("features_s_per_example", "features_over_train", "less_style_over_features", "bytes_per_example"):
+    per_estimator = ("features_s_per_example", "features_over_train", "bytes_per_example", "less_style_over_features")
+    per_estimator += ("less_per_example_projection_over_features", "dense_amortised_over_features")
+    for key in per_estimator:
         assert set(result[key]) == {"grad_dot", "logra"}
+    assert result["less_style_project_interval"] == 16 and result["less_style_n_examples"] == 6
+    assert result["less_per_example_projection_n_examples"] == 2
     assert result["train_step_s_per_example"] > 0 and result["less_style_s_per_example"] > 0
     assert result["bytes_per_example"]["grad_dot"] == 4096 * 4
     assert result["peak_rss_mb"] > 0
@@ -98,6 +103,36 @@ def test_bench_flaws_reports_every_strategy_per_kind(easy_cot, tmp_path):
         assert 0 <= found["auroc"] <= 1 and found["precision"] == pytest.approx(found["recall"])
         assert any(key.startswith("auroc/") for key in found)  # per flaw kind
     assert result["queries"] == {}  # none of these strategies needs theta*'s answers
+
+
+def test_less_baseline_projects_16_gradients_at_a_time(tiny_model, tiny_model_cfg):
+    """As LESS runs it (collect_grads: `project_interval = 16`): each projector call, which
+    regenerates the dense matrix from its seed, takes 16 batch-size-1 gradients; each row is the
+    projection of its own gradient, as when projected alone."""
+    from benchmarks.common import benchmark_rows, padded, theta_star_proxy
+    from benchmarks.features import less_style_features
+    from ifexp.influence.project import DenseProjector
+    from ifexp.models import load_tokenizer
+
+    class Recording(DenseProjector):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.batch_sizes = []
+
+        def project_flat(self, flat):
+            self.batch_sizes.append(len(next(iter(flat.values()))))
+            return super().project_flat(flat)
+
+    rows = benchmark_rows(tiny_model, tiny_model_cfg, 20)
+    model = theta_star_proxy(tiny_model, tiny_model_cfg)
+    collate_fn = padded(load_tokenizer(tiny_model).pad_token_id)
+    sixteen, one = Recording(64, seed=3), Recording(64, seed=3)
+    together = less_style_features(model, rows, collate_fn, sixteen)
+    alone = less_style_features(model, rows, collate_fn, one, interval=1)
+    assert sixteen.batch_sizes == [16, 4] and one.batch_sizes == [1] * 20
+    assert together.shape == (20, 64) and together.norm(dim=1).gt(0).all()
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(together[0], together[1])  # each row its own example's gradient
 
 
 def test_options_are_the_dataclass_fields():
