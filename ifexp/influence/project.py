@@ -60,20 +60,39 @@ class Projector:
         raise NotImplementedError
 
 
-class ExactProjector(Projector):
-    """No projection: the full per-example gradient (small models and tests)."""
+class SparseJLProjector(Projector):
+    """Count-sketch: coordinate i goes to bucket h(i) with sign s(i); phi = sum_i s(i) g_i e_h(i)."""
 
-    projections = ("none",)
+    projections = ("sjlt",)
 
     @classmethod
-    def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> ExactProjector:
-        return cls(layer_shapes)
+    def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> SparseJLProjector:
+        return cls(cfg.k, cfg.seed)
 
-    def __init__(self, layer_shapes: dict[str, tuple[int, int]]):
-        self.k = sum(out_dim * in_dim for out_dim, in_dim in layer_shapes.values())
+    def __init__(self, k: int, seed: int = 0):
+        self.k, self.seed = k, seed
+        self._hashes: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hashes(self, layer_index: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (layer_index, dim)
+        if key not in self._hashes:
+            generator = _generator(self.seed, layer_index)
+            buckets = torch.randint(0, self.k, (dim,), generator=generator)
+            signs = torch.randint(0, 2, (dim,), generator=generator).float() * 2 - 1
+            self._hashes[key] = (buckets, signs)
+        return self._hashes[key]
+
+    def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = next(iter(flat.values())).shape[0]
+        features = torch.zeros(batch, self.k, device=next(iter(flat.values())).device)
+        for layer_index, grads in enumerate(flat.values()):
+            buckets, signs = (t.to(grads.device) for t in self.hashes(layer_index, grads.shape[1]))
+            features.index_add_(1, buckets, grads.float() * signs)
+        return features
 
     def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
-        return torch.cat([g.flatten(1) for g in per_example_gradients(recorder).values()], dim=1)
+        grads = per_example_gradients(recorder)
+        return self.project_flat({name: g.flatten(1) for name, g in grads.items()})
 
 
 class DenseProjector(Projector):
@@ -106,41 +125,6 @@ class DenseProjector(Projector):
             for block_index, start in enumerate(range(0, grads.shape[1], self.block)):
                 part = grads[:, start : start + self.block]
                 features += part @ self.block_matrix(layer_index, block_index, part.shape[1]).to(part.device)
-        return features
-
-    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
-        grads = per_example_gradients(recorder)
-        return self.project_flat({name: g.flatten(1) for name, g in grads.items()})
-
-
-class SparseJLProjector(Projector):
-    """Count-sketch: coordinate i goes to bucket h(i) with sign s(i); phi = sum_i s(i) g_i e_h(i)."""
-
-    projections = ("sjlt",)
-
-    @classmethod
-    def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> SparseJLProjector:
-        return cls(cfg.k, cfg.seed)
-
-    def __init__(self, k: int, seed: int = 0):
-        self.k, self.seed = k, seed
-        self._hashes: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def hashes(self, layer_index: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (layer_index, dim)
-        if key not in self._hashes:
-            generator = _generator(self.seed, layer_index)
-            buckets = torch.randint(0, self.k, (dim,), generator=generator)
-            signs = torch.randint(0, 2, (dim,), generator=generator).float() * 2 - 1
-            self._hashes[key] = (buckets, signs)
-        return self._hashes[key]
-
-    def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
-        batch = next(iter(flat.values())).shape[0]
-        features = torch.zeros(batch, self.k, device=next(iter(flat.values())).device)
-        for layer_index, grads in enumerate(flat.values()):
-            buckets, signs = (t.to(grads.device) for t in self.hashes(layer_index, grads.shape[1]))
-            features.index_add_(1, buckets, grads.float() * signs)
         return features
 
     def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
@@ -211,3 +195,19 @@ class KroneckerProjector(Projector):
         p_out = self.out_proj[name] if self.out_proj[name] is not None else torch.eye(out_dim)
         p_in = self.in_proj[name] if self.in_proj[name] is not None else torch.eye(in_dim)
         return torch.kron(p_out, p_in)
+
+
+class ExactProjector(Projector):
+    """No projection: the full per-example gradient (small models and tests)."""
+
+    projections = ("none",)
+
+    @classmethod
+    def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> ExactProjector:
+        return cls(layer_shapes)
+
+    def __init__(self, layer_shapes: dict[str, tuple[int, int]]):
+        self.k = sum(out_dim * in_dim for out_dim, in_dim in layer_shapes.values())
+
+    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
+        return torch.cat([g.flatten(1) for g in per_example_gradients(recorder).values()], dim=1)
