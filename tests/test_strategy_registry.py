@@ -4,7 +4,8 @@ The strategy below is defined in this test and its YAML written to a folder on H
 path (`hydra.searchpath=[file://...]`, whose pruning/ group Hydra merges with conf/pruning/):
 the schema then accepts it (and lists it when it rejects a name), a job runs with it through the
 CLI in this process, and the tiny_all sweep (`pruning: glob(*)`) picks it up (that folder given
-by `--config-dir`: see below). Nothing else in ifexp is touched. It is unregistered afterwards, so that no other test sees it.
+by `--config-dir`: see below). Nothing else in ifexp is touched. It is unregistered afterwards,
+so that no other test sees it.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def test_the_schema_accepts_it_and_lists_it_when_rejecting_a_name(tmp_path):
         signals = Signals(ids=list("abcd"), perplexity=perplexity, length=np.array([10.0, 10.0, 40.0, 1.0]))
         expected = np.log(perplexity) / [10.0, 10.0, 40.0, 1.0]
         np.testing.assert_array_equal(removal_scores(job.pruning, signals, 0), expected)
-        assert issubclass(STRATEGIES[NAME], strategy)
+        assert STRATEGIES[NAME] is strategy
     assert NAME not in CHOICES["pruning.strategy"]
     with pytest.raises(IfexpError, match=f"pruning.strategy='{NAME}': expected one of none, random, "):
         validate(JobConfig(pruning=PruningConfig(NAME, 0.25)))
