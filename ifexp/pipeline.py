@@ -78,7 +78,7 @@ NOT_IN_KEY = {
     "train": ("name",),
     # resources, not results (compute.num_processes is likewise never in a key: results match
     # one process within float tolerance, tests/test_distributed.py)
-    "engine": ("kv_cache_gib", "cpu_threads_bind", "gpu_memory_utilization"),
+    "engine": ("kv_cache_gib", "cpu_threads_bind", "gpu_memory_utilization", "reuse"),
     # which projection the features use: the preconditioner and scoring options key the scores
     "projection": ("name", "preconditioner", "damping", "query_rank", "batch_size"),
 }

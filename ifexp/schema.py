@@ -275,6 +275,7 @@ CHOICES = Choices(
         "train.overlong": ("truncate", "reject"),
         "engine.name": ("vllm", "hf"),
         "engine.dtype": ("float32", "bfloat16", "float16"),
+        "engine.reuse": ("auto", "always", "never"),
         "logger.name": ("wandb", "none"),
         "estimator.store_dtype": ("float32", "float16"),
         "estimator.compute_dtype": ("float32", "bfloat16"),

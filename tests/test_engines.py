@@ -4,6 +4,7 @@ max_new_tokens, checked before anything is generated."""
 
 import pytest
 
+from ifexp.evaluate import engines
 from ifexp.evaluate.engines import (
     GenerationJob,
     effective_model_len,
@@ -48,6 +49,54 @@ def test_vllm_and_hf_greedy_outputs_are_identical(tiny_model, tiny_model_cfg, sm
     assert any(s[0].length_capped for s in vllm["lora"])  # 24 tokens are too few for a whole trace
     # The adapter changes what is generated, so the LoRA path is really exercised.
     assert [s[0].token_ids for s in hf["base"]] != [s[0].token_ids for s in hf["lora"]]
+
+
+def test_jobs_of_one_process_share_one_vllm_engine_and_get_a_fresh_engines_outputs(
+    tiny_model, tiny_model_cfg, small_splits, tmp_path, monkeypatch
+):
+    """Three jobs of a multirun (one process, the basic launcher), each evaluating the base model
+    and its own fine-tuned adapter: with engine.reuse they start one vLLM engine, and every greedy
+    output equals that of a fresh engine per job."""
+    tokenizer = load_tokenizer(tiny_model)
+    prompts = [prompt_ids(tokenizer, e.question) for e in small_splits["val"] + small_splits["test"]]
+    job_calls = []
+    for job_number in range(3):
+        finetune(
+            tiny_model,
+            small_splits["train"][job_number * 8 :],
+            tiny_model_cfg,
+            TrainConfig(epochs=2 + job_number, batch_size=8, lr=1e-2, lora_r=4, lora_alpha=8),
+            seed=job_number,
+            out_dir=tmp_path / str(job_number),
+        )
+        adapter = str(tmp_path / str(job_number) / "weights")
+        job_calls.append(
+            [
+                GenerationJob(f"base-{job_number}", tiny_model, None, prompts, max_new_tokens=24),
+                GenerationJob(f"pruned-{job_number}", tiny_model, adapter, prompts, max_new_tokens=24),
+            ]
+        )
+    starts = []
+    start_server = engines.VllmServer.__init__
+
+    def counted_start(server, *args, **kwargs):
+        starts.append(server)
+        start_server(server, *args, **kwargs)
+
+    monkeypatch.setattr(engines.VllmServer, "__init__", counted_start)
+
+    fresh = [generate(EngineConfig(name="vllm", reuse="never"), calls) for calls in job_calls]
+    assert len(starts) == 3
+    try:
+        shared = [generate(EngineConfig(name="vllm", reuse="always"), calls) for calls in job_calls]
+        assert len(starts) == 4  # one engine for the three jobs
+        assert engines._shared is not None and engines._shared[1].process.poll() is None  # kept for the next job
+    finally:
+        engines.close_shared_server()
+    for fresh_outputs, shared_outputs in zip(fresh, shared, strict=True):
+        assert fresh_outputs == shared_outputs  # token ids, text and length_capped of every sample
+    pruned = [[s[0].token_ids for s in outputs[f"pruned-{n}"]] for n, outputs in enumerate(shared)]
+    assert pruned[0] != pruned[1] != pruned[2]  # each job's own adapter, not the first one cached
 
 
 def test_vllm_samples_n_answers_at_temperature(tiny_model, small_splits):

