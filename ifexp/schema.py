@@ -179,6 +179,10 @@ class PruningConfig:
     length_keep: str = "short"
     # theta_loss: keep the low-loss examples under theta* (remove the highest) | the middle (both tails)
     loss_keep: str = "low"
+    # answer_check: the traces whose own final answer is wrong or missing are removed first (the
+    # cheap filter a practitioner applies before anything else), the strategy ranks the rest; the
+    # same floor(fraction * |D|) in all, so Random of the same size stays the comparison
+    prefilter: str = "none"
     # also fine-tune and evaluate Random pruning of the same size and seed (delta_vs_random)
     compare_random: bool = True
 
@@ -276,6 +280,7 @@ CHOICES = Choices(
         "engine.name": ("vllm", "hf"),
         "engine.dtype": ("float32", "bfloat16", "float16"),
         "engine.reuse": ("auto", "always", "never"),
+        "pruning.prefilter": ("none", "answer_check"),
         "logger.name": ("wandb", "none"),
         "estimator.store_dtype": ("float32", "float16"),
         "estimator.compute_dtype": ("float32", "bfloat16"),

@@ -118,8 +118,26 @@ def needed_signals(strategy: str) -> set[str]:
 
 
 def removal_scores(cfg: PruningConfig, signals: Signals, seed: int) -> np.ndarray:
-    """One float per example; the highest are removed first. Ties keep dataset order."""
-    return strategy_named(cfg.strategy).removal_scores(cfg, signals, seed)
+    """One float per example; the highest are removed first. Ties keep dataset order.
+    With pruning.prefilter=answer_check, the traces whose own final answer is wrong or missing
+    come first, each group in the strategy's order."""
+    scores = strategy_named(cfg.strategy).removal_scores(cfg, signals, seed)
+    if cfg.prefilter == "answer_check":
+        scores = answer_check_first(scores, signals)
+    return scores
+
+
+def answer_check_first(scores: np.ndarray, signals: Signals) -> np.ndarray:
+    """Removal scores that put every trace failing the answer check before every other one and
+    keep the order of `scores` (ties in dataset order, as `select` breaks them) within each."""
+    if signals.trace_answer_correct is None:
+        raise IfexpError("pruning.prefilter=answer_check needs each trace's answer checked (trace_answer_correct)")
+    n = len(scores)
+    removal_order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    position_score = np.empty(n, dtype=np.float64)
+    position_score[removal_order] = np.arange(n, 0, -1)  # n for the first removed, 1 for the last
+    failed = ~np.asarray(signals.trace_answer_correct, dtype=bool)
+    return position_score + n * failed
 
 
 def n_to_remove(n: int, fraction: float) -> int:
