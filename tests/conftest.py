@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# tests/benchmarks/test_bench.py imports EASY_TRAINING from here; other tests take it from helpers.data
+from helpers.data import EASY_TRAINING, write_easy_cot  # noqa: F401
+
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -38,32 +39,6 @@ def small_splits():
     from ifexp.schema import DatasetConfig
 
     return build_splits(DatasetConfig(n_train=24, n_val=8, n_test=8, flaw_fraction=0.25))
-
-
-def write_easy_cot(path: Path, n: int = 60) -> Path:
-    """A CoT file (DESIGN.md JSONL contract) a tiny model can half-learn in seconds.
-
-    Three quarters of the answers are 7, so a fine-tuned tiny model that always says 7 gets
-    those validation questions right and the rest wrong: both query sets are non-empty.
-    Every tenth trace is flawed (its final answer is wrong) and labelled.
-    """
-    import json
-    import random
-
-    rng = random.Random(0)
-    with path.open("w") as handle:
-        for i in range(n):
-            a, b = rng.randint(1, 9), rng.randint(1, 9)
-            answer = "7" if i % 4 else str(a + b)
-            flaw = "wrong_final_answer" if i % 10 == 3 else ""
-            cot = f"We add the numbers.\n#### {'9' if flaw else answer}"
-            record = {"id": f"easy-{i}", "question": f"Add {a} and {b}.", "cot": cot, "answer": answer, "flaw": flaw}
-            handle.write(json.dumps(record) + "\n")
-    return path
-
-
-# Overrides that make the tiny model learn the easy set (full fine-tuning, a few epochs).
-EASY_TRAINING = ["dataset=jsonl", "dataset.n_val=16", "train=full", "train.epochs=6", "train.lr=3e-3"]
 
 
 @pytest.fixture(scope="session")

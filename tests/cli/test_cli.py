@@ -6,17 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
-
-IFEXP = [sys.executable, "-m", "ifexp.cli"]
-
-
-def run_ifexp(*args, cwd=REPO, check=False):
-    env = {**os.environ, "WANDB_SILENT": "true"}
-    result = subprocess.run([*IFEXP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"ifexp {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+from helpers.cli import run_ifexp
 
 
 def test_cfg_job_prints_the_composed_config():

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 # The console script beside this interpreter (what a user types), else the module.
 _SCRIPT = Path(sys.executable).with_name("ifexp")

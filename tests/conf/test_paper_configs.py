@@ -10,7 +10,7 @@ train.overlong=reject, dropped.
 """
 
 import pytest
-from test_sweeps import expand_sweep
+from helpers.jobs import expand_sweep
 
 from ifexp.data import Example
 from ifexp.models import load_tokenizer

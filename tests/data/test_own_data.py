@@ -9,27 +9,8 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import EASY_TRAINING, REPO
-
-
-def compose_job(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    import ifexp.cli  # noqa: F401  (registers the schema and the sweeps search path)
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return OmegaConf.to_object(compose("config", overrides=overrides))
-
-
-def run(overrides: list[str], run_dir: Path) -> dict:
-    from ifexp.pipeline import run_job
-
-    return run_job(compose_job(overrides), run_dir)
-
-
-def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from helpers.data import EASY_TRAINING, read_records
+from helpers.jobs import run
 
 
 def manifest_key(artifact: str) -> dict:

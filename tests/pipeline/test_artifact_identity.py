@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import EASY_TRAINING, REPO
+from helpers.data import EASY_TRAINING, read_records
+from helpers.jobs import run
 
 from ifexp import cache
 from ifexp.cache import Stage, config_slice, module_digest
@@ -30,24 +31,8 @@ SMALL = [
 ]
 
 
-def compose_job(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    import ifexp.cli  # noqa: F401  (registers the schema and the sweeps search path)
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return OmegaConf.to_object(compose("config", overrides=overrides))
-
-
-def run(overrides: list[str], run_dir: Path) -> dict:
-    from ifexp.pipeline import run_job
-
-    return run_job(compose_job(overrides), run_dir)
-
-
 def pass_at_1_of(artifact: str) -> float:
-    records = [json.loads(line) for line in (Path(artifact) / "generations.jsonl").read_text().splitlines()]
+    records = read_records(Path(artifact) / "generations.jsonl")
     return sum(sum(r["correct"]) / len(r["correct"]) for r in records) / len(records)
 
 
@@ -71,7 +56,7 @@ def test_full_finetuning_evaluates_each_model_from_its_own_generations(easy_cot,
         prefix = "" if name == "pruned" else f"{name}_"
         assert metrics[f"{prefix}pass@1/gsm_symbolic"] == pytest.approx(pass_at_1_of(evals[name]))
         # every evaluation records how many answers the token limit cut (12 new tokens: some)
-        records = [json.loads(line) for line in (Path(evals[name]) / "generations.jsonl").read_text().splitlines()]
+        records = read_records(Path(evals[name]) / "generations.jsonl")
         n_capped = sum(sum(r["length_capped"]) for r in records)
         assert metrics[f"{prefix}eval/gsm_symbolic/n_length_capped"] == n_capped
 

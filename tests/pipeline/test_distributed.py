@@ -97,8 +97,8 @@ def test_a_crashing_worker_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_whole_job_with_two_processes_selects_what_one_process_selects(easy_cot, tmp_path):
-    from conftest import EASY_TRAINING
-    from test_cli import run_ifexp
+    from helpers.cli import run_ifexp
+    from helpers.data import EASY_TRAINING
 
     runs = {}
     for processes in (1, 2):

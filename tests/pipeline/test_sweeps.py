@@ -2,15 +2,14 @@
 on a second invocation; the named sweeps compose job by job; Slurm / submitit launchers."""
 
 import csv
-import itertools
 import json
 import subprocess
 import sys
 
 import pytest
-import yaml
-from conftest import EASY_TRAINING, REPO
-from test_cli import run_ifexp
+from helpers.cli import run_ifexp
+from helpers.data import EASY_TRAINING
+from helpers.jobs import expand_sweep
 
 from ifexp.schema import CHOICES
 from ifexp.selection import INFLUENCE_STRATEGIES
@@ -82,13 +81,6 @@ def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path
     text = (tmp_path / "first" / "report.md").read_text()
     assert report.stdout.strip().endswith("report.md") and "Δ pass@1 vs Random" in text
     assert all(f"| {s} |" in text for s in STRATEGIES)
-
-
-def expand_sweep(name: str) -> list[list[str]]:
-    """The overrides of every job of a named sweep (its hydra.sweeper.params, expanded)."""
-    params = yaml.safe_load((REPO / "sweeps" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
-    choices = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
-    return [list(job) for job in itertools.product(*choices)]
 
 
 @pytest.mark.parametrize("sweep, n_jobs", [("paper", 72), ("transfer", 24), ("cpu_demo", 21)])

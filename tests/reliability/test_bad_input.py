@@ -5,8 +5,8 @@ import json
 import shutil
 
 import pytest
-from conftest import EASY_TRAINING
-from test_cli import run_ifexp
+from helpers.cli import run_ifexp
+from helpers.data import EASY_TRAINING
 
 SMOKE = ["experiment=smoke", "logger=none"]
 

@@ -7,8 +7,9 @@ import os
 import signal
 
 import pytest
-from conftest import EASY_TRAINING
-from test_cli import IFEXP, REPO
+from helpers import REPO
+from helpers.cli import IFEXP
+from helpers.data import EASY_TRAINING
 
 # In pipeline order. A fault fires at the first *build* of its stage in a run, so once theta*
 # exists the later "sft" faults hit the pruned model and Random's, and the last "eval" fault

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from helpers import REPO
 
 from ifexp.cli import compose_job, main
 from ifexp.schema import CHOICES, IfexpError, JobConfig, PruningConfig, validate

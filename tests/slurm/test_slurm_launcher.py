@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EASY_TRAINING, REPO
+from helpers import REPO
+from helpers.data import EASY_TRAINING
 
 pytestmark = pytest.mark.slurm
 
