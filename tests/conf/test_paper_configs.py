@@ -12,9 +12,10 @@ train.overlong=reject, dropped.
 import pytest
 from helpers.jobs import expand_sweep
 
+from ifexp.cli import compose_job
 from ifexp.data import Example
 from ifexp.models import load_tokenizer
-from ifexp.schema import CHOICES, JobConfig, ModelConfig, validate
+from ifexp.schema import CHOICES, JobConfig, ModelConfig
 from ifexp.train import encode_examples
 
 # Each model's context window: max_position_embeddings of its config.json (Qwen2.5-Math-7B-Instruct
@@ -28,25 +29,6 @@ PROMPT_BUDGET = {
     **dict.fromkeys(("gsm_symbolic", "asdiv", "champ", "basic_arithmetic", "chain_sum"), 256),
     **dict.fromkeys(("limo", "gsm8k", "math500", "olympiadbench", "amc23", "aime24", "gpqa_diamond"), 1024),
 }
-
-
-def compose_jobs(jobs: list[list[str]]) -> list[JobConfig]:
-    """Each override list composed (and validated) as the launcher would run it."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from ifexp.cli import CONF_DIR
-
-    composed = []
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        for overrides in jobs:
-            composed.append(OmegaConf.to_object(compose("config", overrides=overrides)))
-            validate(composed[-1])
-    return composed
-
-
-def compose_job(overrides: list[str]) -> JobConfig:
-    return compose_jobs([overrides])[0]
 
 
 def length_problems(job: JobConfig) -> list[str]:
@@ -92,8 +74,8 @@ def test_paper_sweeps_and_gpu_reduced_lengths_agree():
     assert len(jobs) == 72 + 24 + 2
     failures = {
         " ".join(overrides): problems
-        for overrides, job in zip(jobs, compose_jobs(jobs), strict=True)
-        if (problems := length_problems(job))
+        for overrides in jobs
+        if (problems := length_problems(compose_job(overrides)))
     }
     assert not failures, "\n".join(f"{name}: {problem}" for name, problems in failures.items() for problem in problems)
 

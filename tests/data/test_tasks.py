@@ -186,15 +186,10 @@ def test_leg_counting_splits_are_disjoint_with_flaws_of_the_chosen_kinds_in_trai
 
 
 def test_dataset_leg_counting_composes_and_its_test_split_is_the_in_domain_benchmark():
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from ifexp.cli import CONF_DIR
+    from ifexp.cli import compose_job
     from ifexp.pipeline import load_benchmarks
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("config", overrides=["dataset=leg_counting", "eval.benchmarks=[]"]))
-    validate(cfg)
+    cfg = compose_job(["dataset=leg_counting", "eval.benchmarks=[]"])  # and validated
     assert (cfg.dataset.n_train, cfg.dataset.n_val, cfg.dataset.n_test) == (256, 64, 200)
     assert set(expand_flaw_kinds("leg_counting", cfg.dataset.flaw_kinds)) == set(LEG_COUNTING_FLAWS)
     cfg.dataset = leg_config(n_test=12)

@@ -11,6 +11,7 @@ from helpers.cli import run_ifexp
 from helpers.data import EASY_TRAINING
 from helpers.jobs import expand_sweep
 
+from ifexp.cli import compose_job
 from ifexp.schema import CHOICES
 from ifexp.selection import INFLUENCE_STRATEGIES
 
@@ -85,22 +86,14 @@ def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path
 
 @pytest.mark.parametrize("sweep, n_jobs", [("paper", 72), ("transfer", 24), ("cpu_demo", 21)])
 def test_every_job_of_the_named_sweeps_composes(sweep, n_jobs):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from ifexp.cli import CONF_DIR
-    from ifexp.schema import validate
-
     jobs = expand_sweep(sweep)
     assert len(jobs) == n_jobs
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        for overrides in jobs:
-            job = OmegaConf.to_object(compose("config", overrides=[f"sweeps={sweep}", *overrides]))
-            validate(job)
-            if sweep != "cpu_demo":
-                assert job.dataset.name == "limo" and "math500" in job.eval.benchmarks
-            if sweep == "transfer":
-                assert job.scorer.name == "qwen25_math_7b_instruct" and job.model.name == "llama3_8b_instruct"
+    for overrides in jobs:
+        job = compose_job([f"sweeps={sweep}", *overrides])  # and validated
+        if sweep != "cpu_demo":
+            assert job.dataset.name == "limo" and "math500" in job.eval.benchmarks
+        if sweep == "transfer":
+            assert job.scorer.name == "qwen25_math_7b_instruct" and job.model.name == "llama3_8b_instruct"
     # and through the command line, one job as the launcher would run it
     overrides = dict(o.split("=") for o in jobs[-1])
     result = run_ifexp(f"sweeps={sweep}", *jobs[-1], "--cfg", "job", check=True)
