@@ -1,34 +1,33 @@
-import csv
-
-import numpy as np
 import pytest
 
 from ifexp.data import Example
 from ifexp.evaluate.grading import check_trace_answers, extract_answer, is_correct, pass_at_1, trace_answer_correct
-from ifexp.influence.score import influence_scores, write_scores_csv
 from ifexp.schema import IfexpError
 
 
 @pytest.mark.parametrize(
-    "response, gold, expected",
+    "response, gold",
     [
-        ("5+3=8\n#### 8", "8", True),
-        ("#### 8.0", "8", True),
-        ("#### 1,234", "1234", True),
-        ("The answer is 42 apples", "42", True),
-        ("#### 42 apples", "42", True),
-        ("#### 7", "8", False),
-        ("I do not know", "8", False),
-        ("\\boxed{\\frac{1}{2}}", "1/2", True),
-        ("#### 0.5", "1/2", True),
-        ("#### yes", "yes", True),
-        ("#### No.", "yes", False),
-        ("#### $12", "12", True),
-        ("#### 8\nthen 9", "9", False),
+        ("5+3=8\n#### 8", "8"),
+        ("#### 8.0", "8"),
+        ("#### 1,234", "1234"),
+        ("The answer is 42 apples", "42"),
+        ("#### 42 apples", "42"),
+        ("\\boxed{\\frac{1}{2}}", "1/2"),
+        ("#### 0.5", "1/2"),
+        ("#### yes", "yes"),
+        ("#### $12", "12"),
     ],
 )
-def test_is_correct(response, gold, expected):
-    assert is_correct(response, gold) is expected
+def test_is_correct(response, gold):
+    assert is_correct(response, gold) is True
+
+
+@pytest.mark.parametrize(
+    "response, gold", [("#### 7", "8"), ("I do not know", "8"), ("#### No.", "yes"), ("#### 8\nthen 9", "9")]
+)
+def test_is_not_correct(response, gold):
+    assert is_correct(response, gold) is False
 
 
 def test_extract_prefers_the_answer_mark():
@@ -97,29 +96,3 @@ def test_trace_answer_check_counts_wrong_and_missing_answers():
     assert trace_answer_correct(examples, "auto").tolist() == [True, False, False, True]
     assert trace_answer_correct(examples, "boxed").tolist() == [False, False, False, True]
     assert check_trace_answers(examples, "auto").n_no_answer == 0  # auto falls back to "the last number": 7
-
-
-def test_scores_csv_has_trace_answer_correct_after_the_contract_columns(tmp_path):
-    scores = influence_scores(np.array([[1.0, -1.0], [2.0, 0.5]]), np.array([True, False]))
-    write_scores_csv(
-        tmp_path / "s.csv", ["a", "b"], scores, flaw=["", "x"], trace_answer_correct=np.array([True, False])
-    )
-    with (tmp_path / "s.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == [
-        "example_id",
-        "s_correct",
-        "s_incorrect",
-        "rank_correct",
-        "rank_incorrect",
-        "rank_score",
-        "perplexity",
-        "kept",
-        "flaw",
-        "trace_answer_correct",
-    ]
-    assert [r["trace_answer_correct"] for r in rows] == ["1", "0"]
-    write_scores_csv(tmp_path / "t.csv", ["a", "b"], scores, trace_answer_correct=[True, True])
-    assert (tmp_path / "t.csv").read_text().splitlines()[0].endswith(",kept,trace_answer_correct")
-    write_scores_csv(tmp_path / "u.csv", ["a", "b"], scores)
-    assert (tmp_path / "u.csv").read_text().splitlines()[0].endswith(",perplexity,kept")

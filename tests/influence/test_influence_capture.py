@@ -10,6 +10,20 @@ from ifexp.schema import TrainConfig
 from ifexp.train import apply_lora, collate, encode_examples
 
 
+def recorded(model, rows, pad_id) -> tuple[dict, LayerRecorder]:
+    """The LoRA layers, and a recorder holding one forward and backward pass over the batch."""
+    layers = trainable_linears(model)
+    recorder = LayerRecorder(layers)
+    forward_backward(model, recorder, collate(rows, pad_id))
+    return layers, recorder
+
+
+def kronecker_projector(layers: dict) -> KroneckerProjector:
+    """3 x 3 per layer: small enough for the explicit Kronecker matrices."""
+    shapes = {name: tuple(layer.weight.shape) for name, layer in layers.items()}
+    return KroneckerProjector(shapes, k_in=3, k_out=3, seed=1)
+
+
 @pytest.fixture(scope="module")
 def lora_model_and_batch(tiny_model, tiny_model_cfg, small_splits):
     torch.manual_seed(0)
@@ -27,10 +41,8 @@ def lora_model_and_batch(tiny_model, tiny_model_cfg, small_splits):
 
 def test_batched_per_example_gradients_equal_single_backward(lora_model_and_batch):
     model, rows, pad_id = lora_model_and_batch
-    layers = trainable_linears(model)
+    layers, recorder = recorded(model, rows, pad_id)
     assert layers and all("lora_" in name for name in layers)
-    recorder = LayerRecorder(layers)
-    forward_backward(model, recorder, collate(rows, pad_id))
     batched = per_example_gradients(recorder)
     for index, row in enumerate(rows):
         model.zero_grad()
@@ -51,16 +63,12 @@ def test_batched_per_example_gradients_equal_single_backward(lora_model_and_batc
 
 def test_kronecker_projection_equals_explicit_kronecker_matrix(lora_model_and_batch):
     model, rows, pad_id = lora_model_and_batch
-    layers = trainable_linears(model)
-    recorder = LayerRecorder(layers)
-    forward_backward(model, recorder, collate(rows, pad_id))
-    shapes = {name: tuple(layer.weight.shape) for name, layer in layers.items()}
-    projector = KroneckerProjector(shapes, k_in=3, k_out=3, seed=1)
+    layers, recorder = recorded(model, rows, pad_id)
+    projector = kronecker_projector(layers)
     features = projector(recorder)
     grads = per_example_gradients(recorder)
-    expected = torch.cat(
-        [grads[name].flatten(1) @ projector.explicit_matrix(name, *shapes[name]).T for name in layers], dim=1
-    )
+    explicit = {name: projector.explicit_matrix(name, *layer.weight.shape) for name, layer in layers.items()}
+    expected = torch.cat([grads[name].flatten(1) @ explicit[name].T for name in layers], dim=1)
     assert features.shape == (len(rows), projector.k)
     torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-6)
 
@@ -88,8 +96,7 @@ def test_projections_preserve_inner_products_on_random_vectors(make):
 
 def test_projections_preserve_inner_products_on_real_gradients(lora_model_and_batch):
     model, rows, pad_id = lora_model_and_batch
-    recorder = LayerRecorder(trainable_linears(model))
-    forward_backward(model, recorder, collate(rows, pad_id))
+    _, recorder = recorded(model, rows, pad_id)
     flat = torch.cat([g.flatten(1) for g in per_example_gradients(recorder).values()], dim=1)
     exact = flat @ flat.T
     norms = flat.norm(dim=1)
@@ -102,11 +109,8 @@ def test_kfac_equals_explicit_kronecker_factored_inverse(lora_model_and_batch):
     from ifexp.influence.precondition import KFAC
 
     model, rows, pad_id = lora_model_and_batch
-    layers = trainable_linears(model)
-    recorder = LayerRecorder(layers)
-    forward_backward(model, recorder, collate(rows, pad_id))
-    shapes = {name: tuple(layer.weight.shape) for name, layer in layers.items()}
-    projector = KroneckerProjector(shapes, k_in=3, k_out=3, seed=1)
+    layers, recorder = recorded(model, rows, pad_id)
+    projector = kronecker_projector(layers)
     features = projector(recorder).double()
     assert projector.n_tokens == int(collate(rows, pad_id)["attention_mask"].sum())
     kfac = KFAC(projector.input_cov, projector.grad_cov, damping=0.1)

@@ -1,8 +1,11 @@
-"""Preconditioners, influence matrix, s_C / s_I / rank scores, and the sign convention."""
+"""Preconditioners, influence matrix, s_C / s_I / rank scores, the sign convention, and scores.csv."""
+
+import csv
 
 import numpy as np
 import pytest
 import torch
+from helpers.jobs import SCORES_CSV_COLUMNS
 
 from ifexp.influence.capture import LayerRecorder, forward_backward, per_example_losses, trainable_linears
 from ifexp.influence.features import extract_features, read_store, write_store
@@ -14,6 +17,7 @@ from ifexp.influence.score import (
     lowrank_queries,
     percentile_ranks,
     self_influence,
+    write_scores_csv,
 )
 from ifexp.models import load_model, load_tokenizer
 from ifexp.schema import TrainConfig
@@ -94,10 +98,6 @@ def test_sign_positive_influence_means_training_on_d_lowers_loss_on_q(
 
 
 def test_scores_csv_follows_the_contract(tmp_path):
-    import csv
-
-    from ifexp.influence.score import write_scores_csv
-
     influence = np.array([[1.0, -1.0], [2.0, 0.5], [-3.0, 0.0]])
     scores = influence_scores(influence, np.array([True, False]))
     write_scores_csv(
@@ -110,22 +110,27 @@ def test_scores_csv_follows_the_contract(tmp_path):
     )
     with (tmp_path / "scores.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == [
-        "example_id",
-        "s_correct",
-        "s_incorrect",
-        "rank_correct",
-        "rank_incorrect",
-        "rank_score",
-        "perplexity",
-        "kept",
-        "flaw",
-    ]
+    assert list(rows[0]) == [*SCORES_CSV_COLUMNS, "flaw"]
     assert [r["example_id"] for r in rows] == ["a", "b", "c"]
     assert float(rows[1]["s_correct"]) == 2.0 and float(rows[1]["s_incorrect"]) == 0.5
     assert [r["kept"] for r in rows] == ["1", "0", "1"] and rows[1]["flaw"] == "truncated"
     write_scores_csv(tmp_path / "nan.csv", ["a", "b", "c"], influence_scores(influence, np.array([True, True])))
     assert (tmp_path / "nan.csv").read_text().splitlines()[1].split(",")[2] == ""  # no Q_I: empty, not 'nan'
+
+
+def test_scores_csv_has_trace_answer_correct_after_the_contract_columns(tmp_path):
+    scores = influence_scores(np.array([[1.0, -1.0], [2.0, 0.5]]), np.array([True, False]))
+    write_scores_csv(
+        tmp_path / "s.csv", ["a", "b"], scores, flaw=["", "x"], trace_answer_correct=np.array([True, False])
+    )
+    with (tmp_path / "s.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [*SCORES_CSV_COLUMNS, "flaw", "trace_answer_correct"]
+    assert [r["trace_answer_correct"] for r in rows] == ["1", "0"]
+    write_scores_csv(tmp_path / "t.csv", ["a", "b"], scores, trace_answer_correct=[True, True])
+    assert (tmp_path / "t.csv").read_text().splitlines()[0].endswith(",kept,trace_answer_correct")
+    write_scores_csv(tmp_path / "u.csv", ["a", "b"], scores)
+    assert (tmp_path / "u.csv").read_text().splitlines()[0].endswith(",perplexity,kept")
 
 
 def test_lowrank_queries_are_the_best_rank_r_approximation():
