@@ -16,11 +16,10 @@ from benchmarks.common import Benchmark, option
 
 
 def registered_strategies() -> list[str]:
-    """Every pruning strategy ifexp knows."""
-    from ifexp.schema import CHOICES
+    """Every pruning strategy in ifexp's registry, in registration order."""
+    from ifexp.selection import strategy_names
 
-    # TODO(registry): ifexp.selection.strategy_names() once the strategy registry lands
-    return list(CHOICES["pruning.strategy"])
+    return list(strategy_names())
 
 
 @dataclass(kw_only=True)

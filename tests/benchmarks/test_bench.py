@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import EASY_TRAINING
+from helpers.data import EASY_TRAINING
 
 from benchmarks.cli import COMMANDS, main, parser
 from ifexp.schema import CHOICES
@@ -148,3 +148,6 @@ def test_options_are_the_dataclass_fields():
     assert e2e.reuse and e2e.overrides == ["dataset.n_train=8"] and e2e.goal_s == 1800.0
     flaws = vars(parser().parse_args(["flaws", "--out", "o.json", "--strategies", "random", "oracle"]))
     assert flaws["strategies"] == ["random", "oracle"] and flaws["overrides"] == []
+    from benchmarks.flaws import registered_strategies
+
+    assert registered_strategies() == list(CHOICES["pruning.strategy"])  # without --strategies: the registry's
