@@ -6,9 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-# tests/benchmarks/test_bench.py imports EASY_TRAINING from here; other tests take it from helpers.data
-from helpers.data import EASY_TRAINING, write_easy_cot  # noqa: F401
+from helpers.data import write_easy_cot
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

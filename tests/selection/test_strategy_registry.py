@@ -116,8 +116,19 @@ def test_a_job_runs_with_it_through_the_cli(new_strategy, cache_dir, tmp_path, m
     assert "artifact/perplexity" in metrics and "artifact/sft_full" not in metrics
     assert 0.0 <= metrics["flaw/auroc"] <= 1.0  # ranked for flaw detection like any strategy
     assert "pass@1/gsm_symbolic" in metrics
-    # TODO(bench): show that `ifexp-bench flaws --strategies surprise_per_char` (plus the search
-    # path override) reports it too, once ifexp/bench.py has moved.
+
+
+def test_ifexp_bench_flaws_picks_it_up(new_strategy, cache_dir, tmp_path):
+    from benchmarks.cli import main as bench_main
+    from benchmarks.flaws import registered_strategies
+
+    assert NAME in registered_strategies()  # what `ifexp-bench flaws` ranks without --strategies
+    out = tmp_path / "flaws.json"
+    bench_main(
+        ["flaws", "--strategies", NAME, "random", "--out", str(out), "experiment=smoke", f"paths.cache_dir={cache_dir}"]
+    )
+    detection = json.loads(out.read_text())["detection"]
+    assert set(detection) == {NAME, "random"} and 0.0 <= detection[NAME]["auroc"] <= 1.0
 
 
 def test_the_tiny_all_sweep_picks_it_up(new_strategy, tmp_path, monkeypatch):
