@@ -73,9 +73,7 @@ def test_paper_sweeps_and_gpu_reduced_lengths_agree():
     jobs = paper_jobs()
     assert len(jobs) == 72 + 24 + 2
     failures = {
-        " ".join(overrides): problems
-        for overrides in jobs
-        if (problems := length_problems(compose_job(overrides)))
+        " ".join(overrides): problems for overrides in jobs if (problems := length_problems(compose_job(overrides)))
     }
     assert not failures, "\n".join(f"{name}: {problem}" for name, problems in failures.items() for problem in problems)
 
