@@ -49,8 +49,8 @@ class EncodedSet:
 def encode_examples(tokenizer, examples: list[Example], model_cfg: ModelConfig, overlong: str) -> EncodedSet:
     """Token ids of every example; over-long ones truncated or dropped (and counted, with the
     tokens cut and the longest example's length)."""
-    if overlong not in ("truncate", "reject"):
-        raise IfexpError(f"train.overlong='{overlong}': expected truncate or reject")
+    if overlong not in CHOICES["train.overlong"]:
+        raise IfexpError(expected_one_of("train.overlong", overlong))
     max_len = model_cfg.max_seq_len
     input_ids, prompt_lengths, n_truncated, n_rejected, n_tokens_cut, longest = [], [], 0, 0, 0, 0
     for example in examples:
