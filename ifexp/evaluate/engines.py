@@ -231,8 +231,7 @@ class VllmServer:
     request and answers requests until closed; its output (progress bars included) is passed
     through to our stderr as it comes, and the end of it kept for the error message."""
 
-    def __init__(self, engine: EngineConfig, model_path: str, keep: int = 16384):
-        self.model_path = model_path
+    def __init__(self, engine: EngineConfig, keep: int = 16384):
         self.keep = keep
         self.tail = b""
         done_read, done_write = os.pipe()
@@ -311,7 +310,7 @@ def shared_server(engine: EngineConfig, model_path: str, model_len: int, lora_ra
         close_shared_server()
     if _shared is None:
         log.info("vLLM: starting a shared engine for %s (engine.reuse=%s)", model_path, engine.reuse)
-        _shared = (key, VllmServer(engine, model_path))
+        _shared = (key, VllmServer(engine))
     return _shared[1]
 
 
@@ -334,22 +333,25 @@ def vllm_generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, 
     for job in jobs:
         by_model.setdefault(str(job.model_path), []).append(job)
     for model_path, model_jobs in by_model.items():
+        n_adapters = sum(bool(j.adapter) for j in model_jobs)
+        shared = reuses_engine(engine, model_jobs)
         request = {
             "engine": asdict(engine),
             "model_path": model_path,
             "max_model_len": model_lens[model_path],
+            # a shared engine has LoRA on from the start, so that later jobs' adapters need no new one
+            "enable_lora": shared or n_adapters > 0,
+            "max_lora_rank": supported_lora_rank(max([adapter_rank(j.adapter) for j in model_jobs if j.adapter] + [8])),
+            "max_loras": max(1, n_adapters, 2 if shared else 1),
             "jobs": [{**asdict(j), "model_path": model_path} for j in model_jobs],
         }
         names = ", ".join(j.name for j in model_jobs)
         log.info("vLLM: generating for %s (max_model_len %d)", names, model_lens[model_path])
-        if reuses_engine(engine, model_jobs):
-            # LoRA on from the start, so that later jobs' adapters need no new engine
-            lora_rank = supported_lora_rank(max([adapter_rank(j.adapter) for j in model_jobs if j.adapter] + [8]))
-            request.update(enable_lora=True, max_lora_rank=lora_rank, max_loras=2)
-            server = shared_server(engine, model_path, model_lens[model_path], lora_rank)
+        if shared:
+            server = shared_server(engine, model_path, model_lens[model_path], request["max_lora_rank"])
             results.update(server.generate(request))
         else:
-            server = VllmServer(engine, model_path)
+            server = VllmServer(engine)
             try:
                 results.update(server.generate(request))
             finally:

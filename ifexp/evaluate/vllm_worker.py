@@ -34,14 +34,12 @@ def adapter_rank(adapter: str) -> int:
 
 
 def start_engine(request: dict[str, Any]):
-    """The vLLM instance a request asks for: its base model, engine settings and max_model_len;
-    LoRA on when the request says so (`enable_lora`, with room for `max_loras` adapters of rank up
-    to `max_lora_rank`) or any job has an adapter."""
+    """The vLLM instance a request asks for (`engines.vllm_generate` decides every setting): its
+    base model, engine settings, max_model_len, and LoRA (`enable_lora`, room for `max_loras`
+    adapters of rank up to `max_lora_rank`)."""
     from vllm import LLM
 
     engine, jobs = request["engine"], request["jobs"]
-    adapters = [job["adapter"] for job in jobs if job["adapter"]]
-    ranks = [adapter_rank(a) for a in adapters] + [request.get("max_lora_rank", 8)]
     return LLM(
         model=request["model_path"],
         dtype=engine["dtype"],
@@ -49,10 +47,10 @@ def start_engine(request: dict[str, Any]):
         max_model_len=request["max_model_len"],
         tensor_parallel_size=engine["tensor_parallel_size"],
         gpu_memory_utilization=engine["gpu_memory_utilization"],
-        enable_lora=bool(adapters) or request.get("enable_lora", False),
-        max_lora_rank=supported_lora_rank(max(ranks)),
-        max_loras=max(1, len(adapters), request.get("max_loras", 1)),
-        seed=jobs[0]["seed"] if jobs else 0,
+        enable_lora=request["enable_lora"],
+        max_lora_rank=request["max_lora_rank"],
+        max_loras=request["max_loras"],
+        seed=jobs[0]["seed"],
     )
 
 
