@@ -57,6 +57,9 @@ LEG_COUNTING_FLAWS = {
     "skipped_step": ANSWER_PRESERVING,
     # the total line written before the products it sums
     "steps_out_of_order": ANSWER_PRESERVING,
+    # the total line first, the products that make it after: an answer, then its rationalisation
+    # (not in the default mix; the same procedure every time, which a clean majority cannot average away)
+    "total_first": ANSWER_PRESERVING,
     # a line for an animal the question does not mention (not summed)
     "invented_step": ANSWER_PRESERVING,
     # a line written twice, as in a generation loop (summed once)
@@ -260,6 +263,8 @@ def flawed_trace(problem: LegProblem, kind: str, rng: random.Random) -> str | No
     if kind == "steps_out_of_order":
         lines.insert(rng.randrange(len(animals)), total_line(products))  # before at least one product
         return trace(lines)
+    if kind == "total_first":
+        return trace([total_line(products), *lines])
     if kind == "invented_step":
         from reasoning_gym.arithmetic.leg_counting import ANIMALS
 
