@@ -47,6 +47,21 @@ import numpy as np
 import yaml
 
 from ifexp.schema import IfexpError
+from ifexp.tasks import FAMILIES
+
+# The flaw-detection measures a job records (ifexp.selection.flaws.flaw_detection), as the report's
+# columns call them: in all, then per flaw family (ifexp.tasks.FAMILIES).
+FLAW_MEASURES = {
+    "precision": "precision",
+    "recall": "recall",
+    "auroc": "AUROC",
+    "precision_at_n": "precision at n",
+    **{
+        f"{measure}/{family}": f"{title} ({family.replace('_', '-')})"
+        for family in FAMILIES
+        for measure, title in (("auroc", "AUROC"), ("precision_at_n", "precision at n"))
+    },
+}
 
 # Config values that never separate two jobs into different rows: the seed is the replicate a
 # row pools over; the rest cannot change a result (where artifacts are cached, W&B settings,
@@ -428,7 +443,7 @@ def summarise(runs: list[dict[str, Any]], root: Path) -> dict[str, Any]:
                 row["pass"][bench] = passes
             if delta is not None:
                 row["delta"][bench] = delta
-        for measure in ("precision", "recall", "auroc"):
+        for measure in FLAW_MEASURES:
             values = [r[f"flaw/{measure}"] for r in cell.runs if f"flaw/{measure}" in r]
             values = [v for v in values if v == v]  # drop NaN
             if values:
@@ -608,14 +623,21 @@ def write_report(root: Path) -> Path:
         if with_flaws:
             lines += [
                 "",
-                "### Finding the flawed training examples (removed set; AUROC of the removal ranking; mean over seeds)",
+                "### Finding the flawed training examples (mean over seeds)",
+                "",
+                "Precision and recall of the removed set; AUROC of the removal ranking and its precision at the "
+                "flawed count (the first |flawed| examples it ranks), in all and per flaw family against the clean "
+                "examples: answer-visible flaws (the trace's final answer is wrong or missing: an answer check "
+                "sees them) and answer-preserving ones (it does not).",
                 "",
             ]
-            lines += ["| strategy | precision | recall | AUROC |", "|---|---|---|---|"]
+            shown = [m for m in FLAW_MEASURES if any(f"flaw/{m}" in row for row in with_flaws)]
+            lines += [
+                "| strategy | " + " | ".join(FLAW_MEASURES[m] for m in shown) + " |",
+                "|---|" + "---|" * len(shown),
+            ]
             for row in with_flaws:
-                cells_text = [
-                    f"{row[f'flaw/{m}']:.3f}" if f"flaw/{m}" in row else "" for m in ("precision", "recall", "auroc")
-                ]
+                cells_text = [f"{row[f'flaw/{m}']:.3f}" if f"flaw/{m}" in row else "" for m in shown]
                 lines.append(f"| {row['cell'].label} | " + " | ".join(cells_text) + " |")
                 key = row["cell"].label if len(sections) == 1 else f"{row['cell'].label} ({label})"
                 flaw_rows[key] = {m: row[f"flaw/{m}"] for m in ("precision", "recall", "auroc") if f"flaw/{m}" in row}

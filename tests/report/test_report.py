@@ -219,6 +219,8 @@ def test_report_keeps_flaws_compute_and_figures(tmp_path):
         for seed in range(3):
             pruned, random = known_outcomes(seed)
             extra = {"flaw/precision": 0.5, "flaw/recall": 0.5, "time/eval_s": 10.0, "artifact/sft_full": str(shared)}
+            if strategy == "combined":  # a ranking: AUROC in all and per flaw family
+                extra |= {"flaw/auroc": 0.6 + 0.1 * seed, "flaw/auroc/answer_preserving": 0.9}
             config = job_config(seed=seed, **{"pruning.strategy": strategy})
             write_job(
                 tmp_path / f"{strategy}-{seed}", config, random if strategy == "random" else pruned, random, extra
@@ -226,7 +228,9 @@ def test_report_keeps_flaws_compute_and_figures(tmp_path):
     report = write_report(tmp_path).read_text()
     assert "| combined | 3 | 0.300 [" in report  # the strategy's pass@1 over problems × seeds
     assert "| random | 3 | 0.133 [" in report
-    assert "| combined | 0.500 | 0.500 |  |" in report
+    assert "| strategy | precision | recall | AUROC | AUROC (answer-preserving) |" in report
+    assert "| combined | 0.500 | 0.500 | 0.700 | 0.900 |" in report
+    assert "| random | 0.500 | 0.500 |  |  |" in report
     assert (tmp_path / "delta_vs_random.png").stat().st_size > 0
     assert (tmp_path / "flaw_detection.png").stat().st_size > 0
     assert "| sft | 1 | 5 | 5 |" in report
