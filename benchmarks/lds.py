@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import Benchmark, device, load_group, on_device, option, padded
-from ifexp.schema import EstimatorConfig, ModelConfig, TrainConfig
+from ifexp.schema import DatasetConfig, EstimatorConfig, ModelConfig, TrainConfig
 
 
 def load_trained(base: str, method: str, out_dir: Path):
@@ -50,6 +50,10 @@ class Lds(Benchmark):
     """linear datamodeling score per estimator, from retraining on subsets"""
 
     model: str = option("tiny_llama")
+    # gsm_symbolic: generated traces, queries held out; leg_counting: the competent regime's
+    # training traces (conf/dataset/leg_counting.yaml's flaw mix, data seed) and its validation
+    # problems' clean traces as the queries
+    dataset: str = option("gsm_symbolic", choices=["gsm_symbolic", "leg_counting"])
     method: str = option("full", choices=["full", "lora"])
     seq_len: int = option(256)
     n_train: int = option(64)
@@ -65,11 +69,29 @@ class Lds(Benchmark):
     dampings: list[float] = option([0.01, 0.1, 0.3, 1.0, 3.0, 10.0], nargs="*")
     cache_dir: str = option("outputs/cache")
 
+    def examples(self) -> tuple[list, list]:
+        """(training traces, query traces) of --dataset."""
+        if self.dataset == "leg_counting":
+            from ifexp.tasks import leg_counting_splits
+
+            cfg = replace(
+                load_group("dataset", "leg_counting", DatasetConfig),
+                n_train=self.n_train,
+                n_val=self.n_queries,
+                n_test=0,
+                data_seed=self.data_seed,
+            )
+            train, queries, _ = leg_counting_splits(cfg)
+            return train, queries
+        from ifexp.data import gsm_symbolic_examples
+
+        examples = gsm_symbolic_examples(self.n_train + self.n_queries, seed=self.data_seed)
+        return examples[: self.n_train], examples[self.n_train :]
+
     def execute(self) -> dict:
         """LDS per estimator (+ k and damping ablations of proj_fisher) from M retrainings on subsets."""
         from tqdm.auto import tqdm
 
-        from ifexp.data import gsm_symbolic_examples
         from ifexp.influence.estimator import make_estimator_preconditioner, make_projector
         from ifexp.influence.features import extract_features
         from ifexp.influence.lds import linear_datamodeling_score, predicted_losses, subset_masks
@@ -84,8 +106,7 @@ class Lds(Benchmark):
             load_group("train", self.method, TrainConfig), epochs=self.epochs, lr=self.lr, lora_dropout=0.0
         )
         tokenizer = load_tokenizer(base)
-        examples = gsm_symbolic_examples(self.n_train + self.n_queries, seed=self.data_seed)
-        train, queries = examples[: self.n_train], examples[self.n_train :]
+        train, queries = self.examples()
         encoded = encode_examples(tokenizer, train + queries, model_cfg, "truncate")
         if encoded.n_rejected:
             raise SystemExit(f"ifexp-bench: error: {encoded.n_rejected} prompts exceed --seq-len {self.seq_len}")
@@ -136,6 +157,8 @@ class Lds(Benchmark):
 
         return {
             "model": self.model,
+            "dataset": self.dataset,
+            "n_flawed_train": sum(bool(e.flaw) for e in train),
             "method": self.method,
             "n_train": self.n_train,
             "n_queries": len(query_rows),

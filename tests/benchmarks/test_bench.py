@@ -61,15 +61,19 @@ def test_bench_scores_writes_json(tiny_model, cache_dir, tmp_path):
     assert result["bf16_feature_cosine_min"] > 0.9
 
 
-def test_bench_lds_writes_json(tiny_model, cache_dir, tmp_path):
+@pytest.mark.parametrize("dataset", ["gsm_symbolic", "leg_counting"])
+def test_bench_lds_writes_json(tiny_model, cache_dir, tmp_path, dataset):
     out = tmp_path / "lds.json"
     args = ["lds", "--model", "tiny_llama", "--n-train", "12", "--n-queries", "4", "--n-subsets", "4", "--epochs", "1"]
+    args += ["--dataset", dataset]
     args += ["--estimators", "grad_dot", "proj_fisher", "--ks", "64", "--dampings", "1.0"]
     main([*args, "--cache-dir", str(cache_dir), "--out", str(out)])
     result = json.loads(out.read_text())
     assert set(result["lds"]) == {"grad_dot", "proj_fisher", "exact_grad_dot"}
     assert all(-1 <= value <= 1 for value in result["lds"].values())
     assert set(result["ablations"]["proj_fisher_k"]) == {"64"}
+    # leg_counting's training traces carry its default flaw mix (a quarter of 12), gsm_symbolic's none
+    assert (result["dataset"], result["n_flawed_train"]) == (dataset, 3 if dataset == "leg_counting" else 0)
 
 
 @pytest.mark.slow
