@@ -84,7 +84,13 @@ def test_each_option_composes_into_a_valid_job_with_its_values(option):
 
 def swept_values(sweep: str) -> list[str]:
     """Each `key=value` a named sweep sweeps over, one at a time (not their product)."""
-    params = OmegaConf.load(option_file(f"sweeps={sweep}")).hydra.sweeper.params
+    from hydra import compose, initialize_config_dir
+
+    # composed, not read from the file: a sweep may take its params from another (defaults: [leg_counting])
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        params = compose(
+            config_name="config", overrides=[f"sweeps={sweep}"], return_hydra_config=True
+        ).hydra.sweeper.params
     overrides = []
     for key, values in params.items():
         values = str(values)
