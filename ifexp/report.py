@@ -313,6 +313,17 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
     return runs
 
 
+def unfinished_jobs(root: Path) -> list[str]:
+    """Job folders (a `run.log` or a `.hydra/`) without a metrics.json: crashed, killed or still running.
+    The report names them, so a row pooled over fewer seeds than were launched says so."""
+    folders = {path.parent for path in root.rglob("run.log")} | {path.parent for path in root.rglob(".hydra")}
+    return sorted(
+        str(folder.relative_to(root)) or "."
+        for folder in folders
+        if ".submitit" not in folder.parts and not (folder / "metrics.json").is_file()
+    )
+
+
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(node, dict):
         flat: dict[str, Any] = {}
@@ -584,6 +595,13 @@ def write_report(root: Path) -> Path:
         "The per-seed values are in the last table of each section.",
         "",
     ]
+    unfinished = unfinished_jobs(root)
+    if unfinished:
+        lines += [
+            f"**Not read: {len(unfinished)} job folders have no metrics.json** (crashed, killed or still running; "
+            f"see each `run.log`): {', '.join(f'`{name}`' for name in unfinished)}.",
+            "",
+        ]
     if summary["n_without_config"]:
         lines += [
             f"{summary['n_without_config']} jobs have no `.hydra/config.yaml`: they are grouped by their metrics' "

@@ -225,7 +225,10 @@ def test_report_keeps_flaws_compute_and_figures(tmp_path):
             write_job(
                 tmp_path / f"{strategy}-{seed}", config, random if strategy == "random" else pruned, random, extra
             )
+    (tmp_path / "combined-3").mkdir()  # a job killed before it wrote metrics.json: named, not silently left out
+    (tmp_path / "combined-3" / "run.log").write_text("sft: computing ...\n")
     report = write_report(tmp_path).read_text()
+    assert "Not read: 1 job folders have no metrics.json" in report and "`combined-3`" in report
     assert "| combined | 3 | 0.300 [" in report  # the strategy's pass@1 over problems × seeds
     assert "| random | 3 | 0.133 [" in report
     assert "| strategy | precision | recall | AUROC | AUROC (answer-preserving) |" in report
