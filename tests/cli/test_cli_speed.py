@@ -1,9 +1,9 @@
 """`ifexp --help` and `ifexp --info` answer at once from any folder and list ifexp's config groups only."""
 
 import os
+import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,26 +13,28 @@ from helpers import REPO
 _SCRIPT = Path(sys.executable).with_name("ifexp")
 IFEXP = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "ifexp.cli"]
 APP_GROUPS = {"model", "dataset", "estimator", "pruning", "train", "eval", "engine", "logger", "experiment", "sweeps"}
-# ~0.9 s of CPU (1.9 s wall with the 2-core test machine's load at 7); walking the whole
-# repository as config groups (.venv, .git, outputs) took minutes.
+# ~0.9 s of CPU; walking the whole repository as config groups (.venv, .git, outputs) took minutes.
+# Measured as the child's CPU time (user + system), not wall time: on the 2-core machine a benchmark
+# running beside the suite stretched the wall time of an unchanged `--help` from 1.9 s to 12 s.
 LIMIT_S = 3.0
 
 
 def timed_ifexp(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, "WANDB_SILENT": "true"}
     env.pop("HYDRA_FULL_ERROR", None)
-    start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     # a generous timeout, so that a regression fails here instead of hanging the suite
     result = subprocess.run([*IFEXP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
-    return result, time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return result, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def quick_ifexp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Runs ifexp and asserts it answered within LIMIT_S (best of two: a busy machine is noisy)."""
+    """Runs ifexp and asserts it used under LIMIT_S of CPU (best of two: a busy machine is noisy)."""
     result, elapsed = timed_ifexp(*args, cwd=cwd)
     if elapsed >= LIMIT_S:
         result, elapsed = min((result, elapsed), timed_ifexp(*args, cwd=cwd), key=lambda run: run[1])
-    assert elapsed < LIMIT_S, f"ifexp {' '.join(args)} took {elapsed:.1f} s"
+    assert elapsed < LIMIT_S, f"ifexp {' '.join(args)} took {elapsed:.1f} s of CPU"
     return result
 
 
