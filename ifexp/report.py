@@ -301,10 +301,15 @@ def seed_estimate(per_seed: dict[int, float], paired: bool) -> Estimate:
 # Jobs, their configs and their generations
 
 
+def _in_submitit(path: Path) -> bool:
+    """Under submitit's own folder: its files about a job (pickles, logs), not a job."""
+    return ".submitit" in path.parts
+
+
 def load_runs(root: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(root.rglob("metrics.json")):
-        if ".submitit" in path.parts:
+        if _in_submitit(path):
             continue
         metrics = json.loads(path.read_text())
         if "strategy" in metrics:
@@ -320,7 +325,7 @@ def unfinished_jobs(root: Path) -> list[str]:
     return sorted(
         str(folder.relative_to(root)) or "."
         for folder in folders
-        if ".submitit" not in folder.parts and not (folder / "metrics.json").is_file()
+        if not _in_submitit(folder) and not (folder / "metrics.json").is_file()
     )
 
 
