@@ -1,0 +1,73 @@
+"""How the `total_first` flaw works through each model of a leg_counting sweep (docs/results.md).
+
+    .venv/bin/python scripts/total_first_answers.py SWEEP_DIR
+
+Reads the sweep's finished jobs (metrics.json present), their generations and selection.json, and
+the training set they used (the dataset artifact named in each job's run.log), and prints, per job
+and model (the strategy's pruned model and the Random model of the same job): how many of the 200
+answers start with the `Total:` line and how many of those are right, pass@1 on 2- and 3-animal
+questions, and how many flawed traces of 2 and of 3 animals the model was trained on. Reads files
+only; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+DATASET_LINE = re.compile(r"dataset: (?:reusing|computing|reused|built) (\S+)")
+
+
+def animals_in_trace(cot: str) -> int:
+    return cot.count(" legs, so ")
+
+
+def animals_in_question(question: str) -> int:
+    listing = question.rsplit("if you have", 1)[-1]
+    return len(re.findall(r"\d+ [a-z]", listing))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def training_set(job: Path) -> dict[str, dict]:
+    match = DATASET_LINE.search((job / "run.log").read_text())
+    if match is None:
+        raise SystemExit(f"{job / 'run.log'}: no 'dataset: reusing|computing PATH' line")
+    return {example["id"]: example for example in read_jsonl(Path(match.group(1)) / "train.jsonl")}
+
+
+def answers_summary(path: Path) -> str:
+    starts_total = right_after_total = 0
+    by_animals: dict[int, list[int]] = {}
+    for row in read_jsonl(path):
+        response, correct = row["responses"][0], bool(row["correct"][0])
+        if response.lstrip().startswith("Total:"):
+            starts_total += 1
+            right_after_total += correct
+        tally = by_animals.setdefault(animals_in_question(row["question"]), [0, 0])
+        tally[0] += correct
+        tally[1] += 1
+    per_size = ", ".join(f"{n} animals {r}/{t}" for n, (r, t) in sorted(by_animals.items()))
+    return f"start with Total: {starts_total} ({right_after_total} right); right: {per_size}"
+
+
+def main(sweep: Path) -> None:
+    for job in sorted(p.parent for p in sweep.glob("*/metrics.json")):
+        train = training_set(job)
+        selection = json.loads((job / "selection.json").read_text())
+        kept_flawed = Counter(animals_in_trace(train[i]["cot"]) for i in selection["kept"] if train[i]["flaw"])
+        print(f"{job.name}: kept flawed traces by animals {dict(sorted(kept_flawed.items()))}")
+        for model in ("pruned", "random"):
+            for path in sorted((job / "generations").glob(f"{model}_*.jsonl")):
+                print(f"  {model:6s} {answers_summary(path)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    main(Path(sys.argv[1]))
