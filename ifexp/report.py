@@ -7,7 +7,8 @@ Reads every job under DIR (its `metrics.json`, its resolved `.hydra/config.yaml`
   pass@1 and Δ vs Random per benchmark, paired per problem and seed: mean Δ, a 95% paired
   bootstrap interval over problems × seeds, an exact sign-flip test over problems (the exact
   McNemar test with one seed and greedy answers), the per-seed values; flaw detection per
-  strategy, and the compute per stage;
+  strategy, and the compute per stage; with `--versus S`, every row's Δ against strategy S's
+  model too (same pairing, on the seeds both rows have);
 - delta_vs_random.png (Δ bars per benchmark and strategy, with the paired intervals) and
   flaw_detection.png (precision / recall / AUROC at removing flawed examples).
 
@@ -228,7 +229,8 @@ def problem_estimate(matrix: np.ndarray, seeds: list[int], paired: bool) -> tupl
 
 
 def paired_estimate(outcomes: dict[int, dict[str, tuple[Fraction, Fraction]]]) -> Estimate:
-    """Δ vs Random from per-(seed, problem) pass rates: {seed: {problem id: (strategy, random)}}."""
+    """Δ of one arm against another (Random, or the strategy named by --versus) from per-(seed,
+    problem) pass rates: {seed: {problem id: (ours, theirs)}}."""
     seeds = sorted(outcomes)
     problems = list(dict.fromkeys(pid for seed in seeds for pid in outcomes[seed]))
     matrix = np.full((len(problems), len(seeds)), np.nan)
@@ -415,20 +417,33 @@ def group_runs(root: Path, runs: list[dict[str, Any]]) -> tuple[list[str], list[
     return section_keys, row_keys, ordered, n_without
 
 
+def arm_rates(root: Path, cell: Cell, bench: str, arm: str = "pruned") -> dict[int, dict[str, Fraction]]:
+    """{seed: {problem id: pass rate}} of one arm ("pruned": the strategy's model, or "random") of a
+    row's jobs on one benchmark, for the seeds whose job kept its generations."""
+    rates = {}
+    for run in cell.runs:
+        path = root / run["_dir"] / "generations" / f"{arm}_{bench}.jsonl"
+        if path.is_file():
+            rates[run["seed"]] = read_pass_rates(path)
+    return rates
+
+
+def pair_arms(
+    ours: dict[int, dict[str, Fraction]], theirs: dict[int, dict[str, Fraction]], what: str
+) -> dict[int, dict[str, tuple[Fraction, Fraction]]]:
+    """{seed: {problem id: (ours, theirs)}} on the seeds both arms have; their problems must agree."""
+    pairs = {}
+    for seed in sorted(set(ours) & set(theirs)):
+        if set(ours[seed]) != set(theirs[seed]):
+            raise IfexpError(f"{what}, seed {seed}: the two models were evaluated on different problems")
+        pairs[seed] = {pid: (ours[seed][pid], theirs[seed][pid]) for pid in theirs[seed]}
+    return pairs
+
+
 def cell_estimates(root: Path, cell: Cell, bench: str) -> tuple[Estimate | None, Estimate | None]:
     """(pass@1 of the strategy's model, Δ vs Random) on one benchmark, paired where generations allow."""
-    arms: dict[int, dict[str, Fraction]] = {}
-    pairs: dict[int, dict[str, tuple[Fraction, Fraction]]] = {}
-    for run in cell.runs:
-        folder = root / run["_dir"] / "generations"
-        ours, random = folder / f"pruned_{bench}.jsonl", folder / f"random_{bench}.jsonl"
-        if ours.is_file():
-            arms[run["seed"]] = read_pass_rates(ours)
-            if random.is_file():
-                theirs = read_pass_rates(random)
-                if set(theirs) != set(arms[run["seed"]]):
-                    raise IfexpError(f"{run['_dir']}: {bench}: the strategy's and Random's problems differ")
-                pairs[run["seed"]] = {pid: (arms[run["seed"]][pid], theirs[pid]) for pid in theirs}
+    arms = arm_rates(root, cell, bench)
+    pairs = pair_arms(arms, arm_rates(root, cell, bench, "random"), f"{cell.label}: {bench}: strategy vs Random")
     seeds = [r["seed"] for r in cell.runs]
     if len(arms) == len(seeds):
         passes = arm_estimate(arms)
@@ -444,6 +459,47 @@ def cell_estimates(root: Path, cell: Cell, bench: str) -> tuple[Estimate | None,
             per_seed = {r["seed"]: r[key] for r in cell.runs if key in r}
             delta = seed_estimate(per_seed, paired=True) if per_seed else None
     return passes, delta
+
+
+def find_row(rows: list[dict], name: str) -> dict | None:
+    """The row a --versus name means: its label exactly, else the one row of that strategy."""
+    for row in rows:
+        if row["cell"].label == name:
+            return row
+    matches = [row for row in rows if row["cell"].strategy == name]
+    if len(matches) > 1:
+        labels = ", ".join(f"`{row['cell'].label}`" for row in matches)
+        raise IfexpError(f"--versus {name}: {len(matches)} rows of that strategy ({labels}); name one by its label")
+    return matches[0] if matches else None
+
+
+def versus_estimates(root: Path, rows: list[dict], baseline: dict, benchmarks: list[str]) -> list[dict]:
+    """Every other row's Δ pass@1 against the baseline row's model, paired per problem on the seeds
+    both rows have (per-problem generations needed; rows without them are left out)."""
+    compared = []
+    for row in rows:
+        if row is baseline:
+            continue
+        deltas = {}
+        for bench in benchmarks:
+            theirs = arm_rates(root, baseline["cell"], bench)
+            what = f"{row['cell'].label} vs {baseline['cell'].label}: {bench}"
+            pairs = pair_arms(arm_rates(root, row["cell"], bench), theirs, what)
+            if not pairs:
+                continue
+            estimate = paired_estimate(pairs)
+            left_out = sorted((set(row["seeds"]) | set(baseline["seeds"])) - set(pairs))
+            if left_out:
+                estimate.basis += (
+                    f"; on {'seed' if len(pairs) == 1 else 'seeds'} {', '.join(map(str, sorted(pairs)))} only, "
+                    "the ones both rows have "
+                    f"(left out: {', '.join(map(str, left_out))})"
+                )
+            deltas[bench] = estimate
+        if deltas:
+            seeds = sorted({seed for estimate in deltas.values() for seed in estimate.per_seed})
+            compared.append({"cell": row["cell"], "seeds": seeds, "versus": deltas})
+    return compared
 
 
 def summarise(runs: list[dict[str, Any]], root: Path) -> dict[str, Any]:
@@ -563,7 +619,9 @@ def _per_seed_text(estimate: Estimate) -> str:
     return text + ")"
 
 
-def write_report(root: Path) -> Path:
+def write_report(root: Path, versus: list[str] | tuple[str, ...] = ()) -> Path:
+    """report.md (and figures) for the jobs under root; `versus`: rows (a strategy, or a row's label)
+    every other row is also compared with, paired per problem and seed, beside the Δ vs Random."""
     from ifexp import figures
 
     runs = load_runs(root)
@@ -642,6 +700,27 @@ def write_report(root: Path) -> Path:
                 "",
                 *_table(with_delta, benchmarks, "delta", _per_seed_text),
             ]
+        for name in versus:
+            baseline = find_row(in_section, name)
+            if baseline is None:
+                lines += ["", f"No row `{name}` in this section to compare with (--versus {name})."]
+                continue
+            compared = versus_estimates(root, in_section, baseline, benchmarks)
+            title = f"Δ pass@1 vs {baseline['cell'].label} (paired per problem and seed)"
+            if not compared:
+                lines += ["", f"### {title}", "", "No row has per-problem generations on a seed both rows have."]
+                continue
+            lines += [
+                "",
+                f"### {title}",
+                "",
+                f"Δ = pass@1(row) − pass@1({baseline['cell'].label}'s model of the same seed), each model from "
+                "its own job, on the same problems.",
+                "",
+            ]
+            lines += _table(compared, benchmarks, "versus", _delta_text)
+            lines += ["", *_legend(benchmarks, compared, "versus", "Δ")]
+            lines += ["", "Per seed:", "", *_table(compared, benchmarks, "versus", _per_seed_text)]
         with_flaws = [row for row in in_section if any(k.startswith("flaw/") for k in row)]
         if with_flaws:
             lines += [
@@ -700,12 +779,21 @@ def write_report(root: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ifexp-report", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a run or multirun directory")
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="STRATEGY",
+        help="also compare every row with this strategy's row (or a row label), paired per problem and seed; "
+        "repeatable or comma-separated, e.g. --versus answer_check,perplexity",
+    )
     args = parser.parse_args(argv)
+    versus = [name.strip() for names in args.versus for name in names.split(",") if name.strip()]
     if not args.dir.is_dir():
         print(f"ifexp-report: error: {args.dir}: not a directory", file=sys.stderr)
         sys.exit(2)
     try:
-        print(write_report(args.dir))
+        print(write_report(args.dir, versus))
     except IfexpError as error:
         print(f"ifexp-report: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -200,6 +200,47 @@ def test_many_seeds_resample_seeds_too(tmp_path):
     assert "95% paired bootstrap over 30 problems × 6 seeds (problems and seeds resampled independently" in report
 
 
+def test_versus_pairs_two_strategies_models_on_the_seeds_both_have(tmp_path, capsys):
+    """--versus perplexity: Combined's model against perplexity's, problem by problem and seed by seed
+    (each from its own job); a seed only one of them has is left out, and the report says so."""
+    for seed in range(3):
+        pruned, random = known_outcomes(seed)
+        write_job(tmp_path / f"combined-{seed}", job_config(seed=seed), pruned, random)
+        # perplexity's model answers exactly as Random's: Combined vs perplexity is then the known Δ
+        write_job(
+            tmp_path / f"perplexity-{seed}", job_config(seed=seed, **{"pruning.strategy": "perplexity"}), random, random
+        )
+    pruned, random = known_outcomes(0)
+    write_job(tmp_path / "combined-3", job_config(seed=3), pruned, random)
+    main([str(tmp_path), "--versus", "perplexity"])
+    report = (tmp_path / "report.md").read_text()
+    versus = report.split("### Δ pass@1 vs perplexity (paired per problem and seed)", 1)[1].split("\n#", 1)[0]
+    row = next(line for line in versus.splitlines() if line.startswith("| combined |"))
+    mean, p = re.match(r"\| combined \| (\S+) \[\S+, \S+\] \(p=([\d.]+)", row).groups()
+    assert float(mean) == pytest.approx(15 / 90, abs=5e-4)  # seeds 0-2 only, as the hand computation above
+    assert float(p) == pytest.approx(4 / 128, abs=5e-4)
+    assert "on seeds 0, 1, 2 only, the ones both rows have (left out: 3)" in versus
+    assert "s0 +0.167, s1 +0.200, s2 +0.133 (wins 3/0/3" in versus
+    assert "| perplexity |" not in versus  # the baseline is not compared with itself
+
+    main([str(tmp_path), "--versus", "length"])
+    assert "No row `length` in this section to compare with (--versus length)." in (tmp_path / "report.md").read_text()
+
+
+def test_versus_refuses_an_ambiguous_strategy(tmp_path):
+    for keep in ("low", "high"):
+        pruned, random = known_outcomes(0)
+        config = job_config(seed=0, **{"pruning.strategy": "perplexity"})
+        config["pruning"]["perplexity_keep"] = keep
+        write_job(tmp_path / f"perplexity-{keep}", config, pruned, random)
+    with pytest.raises(IfexpError, match=r"--versus perplexity: 2 rows of that strategy .*name one by its label"):
+        write_report(tmp_path, ["perplexity"])
+    assert (
+        "### Δ pass@1 vs perplexity (pruning.perplexity_keep=low)"
+        in write_report(tmp_path, ["perplexity (pruning.perplexity_keep=low)"]).read_text()
+    )
+
+
 def test_sign_flip_test_is_exact():
     assert sign_flip_p_value([0.1, 0.2, 0.3]) == pytest.approx(2 / 8)  # the smallest p with 3 seeds
     assert sign_flip_p_value([0.0, 0.0]) == 1.0
