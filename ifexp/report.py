@@ -476,15 +476,15 @@ def find_row(rows: list[dict], name: str) -> dict | None:
 def versus_estimates(root: Path, rows: list[dict], baseline: dict, benchmarks: list[str]) -> list[dict]:
     """Every other row's Δ pass@1 against the baseline row's model, paired per problem on the seeds
     both rows have (per-problem generations needed; rows without them are left out)."""
+    theirs = {bench: arm_rates(root, baseline["cell"], bench) for bench in benchmarks}
     compared = []
     for row in rows:
         if row is baseline:
             continue
         deltas = {}
         for bench in benchmarks:
-            theirs = arm_rates(root, baseline["cell"], bench)
             what = f"{row['cell'].label} vs {baseline['cell'].label}: {bench}"
-            pairs = pair_arms(arm_rates(root, row["cell"], bench), theirs, what)
+            pairs = pair_arms(arm_rates(root, row["cell"], bench), theirs[bench], what)
             if not pairs:
                 continue
             estimate = paired_estimate(pairs)

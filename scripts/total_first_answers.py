@@ -3,7 +3,7 @@
     .venv/bin/python scripts/total_first_answers.py SWEEP_DIR
 
 Reads the sweep's finished jobs (metrics.json present), their generations and selection.json, and
-the training set they used (the dataset artifact named in each job's run.log), and prints, per job
+the training set they used (the dataset artifact named in each job's metrics.json), and prints, per job
 and model (the strategy's pruned model and the Random model of the same job): how many of the 200
 answers start with the `Total:` line and how many of those are right, pass@1 on 2- and 3-animal
 questions, and how many flawed traces of 2 and of 3 animals the model was trained on. Reads files
@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-DATASET_LINE = re.compile(r"dataset: (?:reusing|computing|reused|built) (\S+)")
+from ifexp.data import Example, read_jsonl
 
 
 def animals_in_trace(cot: str) -> int:
@@ -30,21 +30,19 @@ def animals_in_question(question: str) -> int:
     return len(re.findall(r"\d+ [a-z]", listing))
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def generations(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def training_set(job: Path) -> dict[str, dict]:
-    match = DATASET_LINE.search((job / "run.log").read_text())
-    if match is None:
-        raise SystemExit(f"{job / 'run.log'}: no 'dataset: reusing|computing PATH' line")
-    return {example["id"]: example for example in read_jsonl(Path(match.group(1)) / "train.jsonl")}
+def training_set(job: Path) -> dict[str, Example]:
+    dataset = json.loads((job / "metrics.json").read_text())["artifact/dataset"]
+    return {example.id: example for example in read_jsonl(Path(dataset) / "train.jsonl")}
 
 
 def answers_summary(path: Path) -> str:
     starts_total = right_after_total = 0
     by_animals: dict[int, list[int]] = {}
-    for row in read_jsonl(path):
+    for row in generations(path):
         response, correct = row["responses"][0], bool(row["correct"][0])
         if response.lstrip().startswith("Total:"):
             starts_total += 1
@@ -60,7 +58,7 @@ def main(sweep: Path) -> None:
     for job in sorted(p.parent for p in sweep.glob("*/metrics.json")):
         train = training_set(job)
         selection = json.loads((job / "selection.json").read_text())
-        kept_flawed = Counter(animals_in_trace(train[i]["cot"]) for i in selection["kept"] if train[i]["flaw"])
+        kept_flawed = Counter(animals_in_trace(train[i].cot) for i in selection["kept"] if train[i].flaw)
         print(f"{job.name}: kept flawed traces by animals {dict(sorted(kept_flawed.items()))}")
         for model in ("pruned", "random"):
             for path in sorted((job / "generations").glob(f"{model}_*.jsonl")):
