@@ -8,7 +8,9 @@ Reads every job under DIR (its `metrics.json`, its resolved `.hydra/config.yaml`
   bootstrap interval over problems × seeds, an exact sign-flip test over problems (the exact
   McNemar test with one seed and greedy answers), the per-seed values; flaw detection per
   strategy, and the compute per stage; with `--versus S`, every row's Δ against strategy S's
-  model too (same pairing, on the seeds both rows have);
+  model too (same pairing, on the seeds both rows have); with `--across KEY=VALUE` (sections
+  that differ in a setting, e.g. train.mixed_precision), every row against the same row in the
+  section where KEY=VALUE: its pass@1 and its Δ vs Random (ΔΔ), same pairing;
 - delta_vs_random.png (Δ bars per benchmark and strategy, with the paired intervals) and
   flaw_detection.png (precision / recall / AUROC at removing flawed examples).
 
@@ -473,6 +475,23 @@ def find_row(rows: list[dict], name: str) -> dict | None:
     return matches[0] if matches else None
 
 
+def paired_on_common_seeds(
+    ours: dict[int, dict[str, Fraction]], theirs: dict[int, dict[str, Fraction]], launched: set[int], what: str
+) -> Estimate | None:
+    """paired_estimate of ours − theirs on the seeds both have; the launched seeds it leaves out are named."""
+    pairs = pair_arms(ours, theirs, what)
+    if not pairs:
+        return None
+    estimate = paired_estimate(pairs)
+    left_out = sorted(launched - set(pairs))
+    if left_out:
+        estimate.basis += (
+            f"; on {'seed' if len(pairs) == 1 else 'seeds'} {', '.join(map(str, sorted(pairs)))} only, "
+            f"the ones both rows have (left out: {', '.join(map(str, left_out))})"
+        )
+    return estimate
+
+
 def versus_estimates(root: Path, rows: list[dict], baseline: dict, benchmarks: list[str]) -> list[dict]:
     """Every other row's Δ pass@1 against the baseline row's model, paired per problem on the seeds
     both rows have (per-problem generations needed; rows without them are left out)."""
@@ -481,25 +500,71 @@ def versus_estimates(root: Path, rows: list[dict], baseline: dict, benchmarks: l
     for row in rows:
         if row is baseline:
             continue
+        launched = set(row["seeds"]) | set(baseline["seeds"])
         deltas = {}
         for bench in benchmarks:
             what = f"{row['cell'].label} vs {baseline['cell'].label}: {bench}"
-            pairs = pair_arms(arm_rates(root, row["cell"], bench), theirs[bench], what)
-            if not pairs:
-                continue
-            estimate = paired_estimate(pairs)
-            left_out = sorted((set(row["seeds"]) | set(baseline["seeds"])) - set(pairs))
-            if left_out:
-                estimate.basis += (
-                    f"; on {'seed' if len(pairs) == 1 else 'seeds'} {', '.join(map(str, sorted(pairs)))} only, "
-                    "the ones both rows have "
-                    f"(left out: {', '.join(map(str, left_out))})"
-                )
-            deltas[bench] = estimate
+            estimate = paired_on_common_seeds(arm_rates(root, row["cell"], bench), theirs[bench], launched, what)
+            if estimate is not None:
+                deltas[bench] = estimate
         if deltas:
             seeds = sorted({seed for estimate in deltas.values() for seed in estimate.per_seed})
             compared.append({"cell": row["cell"], "seeds": seeds, "versus": deltas})
     return compared
+
+
+def delta_rates(root: Path, cell: Cell, bench: str) -> dict[int, dict[str, Fraction]]:
+    """{seed: {problem id: d}}, d = the strategy's model's pass rate − Random's in the same job."""
+    pairs = pair_arms(arm_rates(root, cell, bench), arm_rates(root, cell, bench, "random"), f"{cell.label}: {bench}")
+    return {seed: {pid: ours - random for pid, (ours, random) in by_seed.items()} for seed, by_seed in pairs.items()}
+
+
+def across_estimates(root: Path, rows: list[dict], reference_rows: list[dict], benchmarks: list[str]) -> list[dict]:
+    """Every row against the row of the same label in the reference section (the same strategy under
+    the other setting), paired per problem and seed: its pass@1 ("pass") and, but for Random, its
+    Δ vs Random ("delta": a difference of two paired Δs)."""
+    compared = []
+    for row in rows:
+        reference = next((r for r in reference_rows if r["cell"].label == row["cell"].label), None)
+        if reference is None:
+            continue
+        launched = set(row["seeds"]) | set(reference["seeds"])
+        entry: dict[str, Any] = {"cell": row["cell"], "pass": {}, "delta": {}}
+        for bench in benchmarks:
+            what = f"{row['cell'].label}: {bench}: across sections"
+            ours, theirs = arm_rates(root, row["cell"], bench), arm_rates(root, reference["cell"], bench)
+            estimate = paired_on_common_seeds(ours, theirs, launched, what)
+            if estimate is not None:
+                entry["pass"][bench] = estimate
+            if row["cell"].strategy != "random":
+                estimate = paired_on_common_seeds(
+                    delta_rates(root, row["cell"], bench), delta_rates(root, reference["cell"], bench), launched, what
+                )
+                if estimate is not None:
+                    entry["delta"][bench] = estimate
+        if entry["pass"]:
+            entry["seeds"] = sorted({s for e in entry["pass"].values() for s in e.per_seed})
+            compared.append(entry)
+    return compared
+
+
+def parse_across(text: str, section_keys: list[str]) -> tuple[str, str]:
+    """`KEY=VALUE` of --across, KEY one of the config values the report's sections differ in."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in section_keys:
+        keys = ", ".join(f"`{k}`" for k in section_keys) or "none: all jobs are one section"
+        raise IfexpError(f"--across {text}: expected KEY=VALUE with KEY a setting the sections differ in ({keys})")
+    return key, value
+
+
+def reference_section(section: tuple, sections: list[tuple], position: int, value: str) -> tuple | None:
+    """The section equal to `section` but for its value at `position`, which is `value` there."""
+    for other in sections:
+        if _show(other[position]) == value and all(
+            a == b for i, (a, b) in enumerate(zip(other, section, strict=True)) if i != position
+        ):
+            return other
+    return None
 
 
 def summarise(runs: list[dict[str, Any]], root: Path) -> dict[str, Any]:
@@ -619,9 +684,12 @@ def _per_seed_text(estimate: Estimate) -> str:
     return text + ")"
 
 
-def write_report(root: Path, versus: list[str] | tuple[str, ...] = ()) -> Path:
+def write_report(
+    root: Path, versus: list[str] | tuple[str, ...] = (), across: list[str] | tuple[str, ...] = ()
+) -> Path:
     """report.md (and figures) for the jobs under root; `versus`: rows (a strategy, or a row's label)
-    every other row is also compared with, paired per problem and seed, beside the Δ vs Random."""
+    every other row is also compared with, paired per problem and seed, beside the Δ vs Random;
+    `across`: `KEY=VALUE` settings every other section's rows are compared with, row by row."""
     from ifexp import figures
 
     runs = load_runs(root)
@@ -630,6 +698,7 @@ def write_report(root: Path, versus: list[str] | tuple[str, ...] = ()) -> Path:
     summary = summarise(runs, root)
     benchmarks, section_keys, rows = summary["benchmarks"], summary["section_keys"], summary["rows"]
     differing = section_keys + ["pruning.strategy"] + summary["row_keys"]
+    references = [parse_across(text, section_keys) for text in across]
     any_bootstrap = any(
         e.interval == "bootstrap" for row in rows for kind in ("pass", "delta") for e in row[kind].values()
     )
@@ -721,6 +790,34 @@ def write_report(root: Path, versus: list[str] | tuple[str, ...] = ()) -> Path:
             lines += _table(compared, benchmarks, "versus", _delta_text)
             lines += ["", *_legend(benchmarks, compared, "versus", "Δ")]
             lines += ["", "Per seed:", "", *_table(compared, benchmarks, "versus", _per_seed_text)]
+        for key, value in references:
+            position = section_keys.index(key)
+            if _show(section[position]) == value:
+                continue
+            other = reference_section(section, sections, position, value)
+            if other is None:
+                lines += ["", f"No section with {key}={value} and the other settings of this one (--across)."]
+                continue
+            compared = across_estimates(root, in_section, [r for r in rows if r["cell"].section == other], benchmarks)
+            lines += [
+                "",
+                f"### Against {key}={value} (the same row there, paired per problem and seed)",
+                "",
+                f"Δ pass@1 = pass@1(row here) − pass@1(the same row with {key}={value}), each model from its own job, "
+                f"on the same problems and seeds; ΔΔ = its Δ vs Random here − its Δ vs Random there.",
+                "",
+            ]
+            if not compared:
+                lines += ["No row has per-problem generations on a seed both sections have."]
+                continue
+            lines += _table(compared, benchmarks, "pass", _delta_text)
+            lines += ["", *_legend(benchmarks, compared, "pass", "Δ pass@1")]
+            with_delta = [row for row in compared if row["delta"]]
+            if with_delta:
+                lines += ["", "ΔΔ (Δ vs Random here − there):", ""]
+                lines += _table(with_delta, benchmarks, "delta", _delta_text)
+                lines += ["", *_legend(benchmarks, with_delta, "delta", "ΔΔ")]
+            lines += ["", "Δ pass@1 per seed:", "", *_table(compared, benchmarks, "pass", _per_seed_text)]
         with_flaws = [row for row in in_section if any(k.startswith("flaw/") for k in row)]
         if with_flaws:
             lines += [
@@ -787,13 +884,21 @@ def main(argv: list[str] | None = None) -> None:
         help="also compare every row with this strategy's row (or a row label), paired per problem and seed; "
         "repeatable or comma-separated, e.g. --versus answer_check,perplexity",
     )
+    parser.add_argument(
+        "--across",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="compare each row with the same row in the section where KEY=VALUE (the other sections' "
+        "settings equal), paired per problem and seed, e.g. --across train.mixed_precision=no",
+    )
     args = parser.parse_args(argv)
     versus = [name.strip() for names in args.versus for name in names.split(",") if name.strip()]
     if not args.dir.is_dir():
         print(f"ifexp-report: error: {args.dir}: not a directory", file=sys.stderr)
         sys.exit(2)
     try:
-        print(write_report(args.dir, versus))
+        print(write_report(args.dir, versus, args.across))
     except IfexpError as error:
         print(f"ifexp-report: error: {error}", file=sys.stderr)
         sys.exit(2)

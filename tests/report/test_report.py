@@ -241,6 +241,44 @@ def test_versus_refuses_an_ambiguous_strategy(tmp_path):
     )
 
 
+def test_across_pairs_each_row_with_the_same_row_under_the_reference_setting(tmp_path, capsys):
+    """--across train.mixed_precision=no: bf16's Combined against fp32's Combined, and Random against
+    Random, problem by problem and seed by seed; ΔΔ = Δ vs Random under bf16 − under fp32."""
+    for seed in range(3):
+        pruned, random = known_outcomes(seed)
+        for precision in ("no", "bf16"):
+            config = job_config(seed=seed, **{"train.mixed_precision": precision})
+            ours = dict(pruned, p0=[False]) if precision == "bf16" else pruned  # bf16 loses p0 in every seed
+            write_job(tmp_path / f"{precision}-combined-{seed}", config, ours, random)
+            config = job_config(seed=seed, **{"train.mixed_precision": precision, "pruning.strategy": "random"})
+            # bf16's Random model (its job's both arms) also solves p10 in seed 0
+            theirs = dict(random, p10=[True]) if precision == "bf16" and seed == 0 else random
+            write_job(tmp_path / f"{precision}-random-{seed}", config, theirs, theirs)
+    pruned, random = known_outcomes(0)
+    write_job(tmp_path / "bf16-combined-3", job_config(seed=3, **{"train.mixed_precision": "bf16"}), pruned, random)
+
+    main([str(tmp_path), "--across", "train.mixed_precision=no"])
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("### Against train.mixed_precision=no") == 1  # only in the other section
+    across = report.split("### Against train.mixed_precision=no", 1)[1].split("\n## ", 1)[0]
+    passes, deltas = across.split("ΔΔ (Δ vs Random here − there):", 1)
+    combined = next(line for line in passes.splitlines() if line.startswith("| combined |"))
+    assert re.match(r"\| combined \| -0\.033 ", combined)  # p0 lost: −1 of 30 problems in each seed
+    random_row = next(line for line in passes.splitlines() if line.startswith("| random |"))
+    assert re.match(r"\| random \| \+0\.011 ", random_row)  # +1 of 90 (problem, seed) pairs
+    assert "on seeds 0, 1, 2 only, the ones both rows have (left out: 3)" in passes
+    combined = next(line for line in deltas.splitlines() if line.startswith("| combined |"))
+    assert re.match(r"\| combined \| -0\.033 ", combined)  # its Random arm is the same in both
+    assert "| random |" not in deltas.split("Δ pass@1 per seed:")[0]
+    assert "s0 -0.033, s1 -0.033, s2 -0.033" in across
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--across", "train.lr=0.002"])
+    assert "expected KEY=VALUE with KEY a setting the sections differ in (`train.mixed_precision`)" in (
+        capsys.readouterr().err
+    )
+
+
 def test_sign_flip_test_is_exact():
     assert sign_flip_p_value([0.1, 0.2, 0.3]) == pytest.approx(2 / 8)  # the smallest p with 3 seeds
     assert sign_flip_p_value([0.0, 0.0]) == 1.0
