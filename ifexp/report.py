@@ -257,6 +257,13 @@ def paired_estimate(outcomes: dict[int, dict[str, tuple[Fraction, Fraction]]]) -
     )
     if len(seeds) == 1 and all(abs(m) in (0, 1) for m in problem_means):
         p_basis += "; with one seed and one sample a problem, the exact McNemar test"
+    if len(seeds) > 1:
+        # Problems are the only random unit here: where training runs differ a lot (a run learns a
+        # procedure or not), p can be small while the two-way interval, which resamples runs, holds 0.
+        p_basis += (
+            f"; conditional on these {len(seeds)} training runs (whether these models differ, not whether "
+            "new training seeds would: for that, the interval and the p over seeds)"
+        )
     return Estimate(
         mean=float(np.nanmean(matrix)),
         per_seed={seed: float(v) for seed, v in per_seed.items()},

@@ -127,6 +127,7 @@ def test_paired_interval_and_test_over_problems_and_seeds_match_a_hand_computati
     assert "95% paired bootstrap over 30 problems × 3 seeds" in report
     assert "the 3 seeds held fixed" in report
     assert "exact two-sided sign-flip test over 30 problems" in report
+    assert "conditional on these 3 training runs" in report  # p holds the runs fixed; the report says so
     # the per-seed values stay visible: seed 0 +5/30, seed 1 +6/30, seed 2 +4/30
     assert "s0 +0.167, s1 +0.200, s2 +0.133 (wins 3/0/3; min–max over 3 seeds +0.133, +0.200; p over seeds=0.25)" in (
         report
