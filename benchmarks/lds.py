@@ -54,6 +54,9 @@ class Lds(Benchmark):
     # training traces (conf/dataset/leg_counting.yaml's flaw mix, data seed) and its validation
     # problems' clean traces as the queries
     dataset: str = option("gsm_symbolic", choices=["gsm_symbolic", "leg_counting"])
+    # leg_counting's flaws; unset: conf/dataset/leg_counting.yaml's (its default mix changes over time)
+    flaw_fraction: float | None = option(None, help="leg_counting: fraction of flawed training traces")
+    flaw_kinds: list[str] = option([], nargs="*", help="leg_counting: flaw kinds (ifexp.tasks)")
     method: str = option("full", choices=["full", "lora"])
     seq_len: int = option(256)
     n_train: int = option(64)
@@ -81,6 +84,10 @@ class Lds(Benchmark):
                 n_test=0,
                 data_seed=self.data_seed,
             )
+            if self.flaw_fraction is not None:
+                cfg = replace(cfg, flaw_fraction=self.flaw_fraction)
+            if self.flaw_kinds:
+                cfg = replace(cfg, flaw_kinds=list(self.flaw_kinds))
             train, queries, _ = leg_counting_splits(cfg)
             return train, queries
         from ifexp.data import gsm_symbolic_examples
