@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch, vllm, transformers, peft; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('environment ok: torch', torch.__version__, 'vllm', vllm.__version__)"
 	touch $(STAMP)
 
-# The CPU demo sweep (7 strategies x 3 seeds on the embedded model), then its report.
+# The CPU demo sweep (the embedded default, leg_counting with total_first flaws: Random,
+# answer_check, perplexity, self_influence and Combined x 3 seeds), then its report.
 demo: $(STAMP)
-	$(VENV)/bin/ifexp sweeps=cpu_demo
-	$(VENV)/bin/ifexp-report outputs/sweeps/cpu_demo
+	$(VENV)/bin/ifexp sweeps=demo
+	$(VENV)/bin/ifexp-report outputs/sweeps/demo --versus answer_check,perplexity
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -50,7 +50,7 @@ def test_help_is_quick_from_any_folder_and_lists_only_ifexp_groups(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     groups = listed_groups(result.stdout)
     assert set(groups) == APP_GROUPS, sorted(groups)
-    assert {"cpu_demo", "tiny_all", "paper", "transfer"} <= set(groups["sweeps"].split(", "))
+    assert {"demo", "cpu_demo", "tiny_all", "paper", "transfer"} <= set(groups["sweeps"].split(", "))
     assert {"smollm2_135m", "tiny_llama"} <= set(groups["model"].split(", "))
     assert not list(tmp_path.iterdir()), "--help wrote into the working folder"
 
@@ -64,7 +64,7 @@ def test_info_is_quick_and_searches_only_conf_and_sweeps(tmp_path):
     assert f"file://{REPO} " not in search_path, "the whole repository is on the search path"
 
 
-@pytest.mark.parametrize("sweep", ["tiny_all", "cpu_demo"])
+@pytest.mark.parametrize("sweep", ["tiny_all", "demo"])
 def test_named_sweep_still_composes_from_another_folder(sweep, tmp_path):
     result, _ = timed_ifexp(f"sweeps={sweep}", "--cfg", "hydra", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -81,13 +81,13 @@ def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path
     assert all(f"| {s} |" in text for s in STRATEGIES)
 
 
-@pytest.mark.parametrize("sweep, n_jobs", [("paper", 72), ("transfer", 24), ("cpu_demo", 21)])
+@pytest.mark.parametrize("sweep, n_jobs", [("paper", 72), ("transfer", 24), ("cpu_demo", 21), ("demo", 15)])
 def test_every_job_of_the_named_sweeps_composes(sweep, n_jobs):
     jobs = expand_sweep(sweep)
     assert len(jobs) == n_jobs
     for overrides in jobs:
         job = compose_job([f"sweeps={sweep}", *overrides])  # and validated
-        if sweep != "cpu_demo":
+        if sweep in ("paper", "transfer"):
             assert job.dataset.name == "limo" and "math500" in job.eval.benchmarks
         if sweep == "transfer":
             assert job.scorer.name == "qwen25_math_7b_instruct" and job.model.name == "llama3_8b_instruct"
@@ -95,6 +95,25 @@ def test_every_job_of_the_named_sweeps_composes(sweep, n_jobs):
     overrides = dict(o.split("=") for o in jobs[-1])
     result = run_ifexp(f"sweeps={sweep}", *jobs[-1], "--cfg", "job", check=True)
     assert f"strategy: {overrides['pruning']}\n  fraction: {overrides['pruning.fraction']}" in result.stdout
+
+
+def test_the_demo_is_the_default_job_and_the_results_sweeps_jobs():
+    """`make demo` runs the embedded default, the competent regime with measured headroom: each of its
+    jobs is the results sweep's job of the same strategy and seed (same config, so the same cache
+    keys and numbers), and the plain `ifexp` job is one of them."""
+    from dataclasses import asdict
+
+    for overrides in expand_sweep("demo"):
+        demo = compose_job(["sweeps=demo", *overrides])
+        assert asdict(demo) == asdict(compose_job(["sweeps=leg_counting_total_first", *overrides]))
+        assert asdict(demo) == asdict(compose_job(overrides))
+    default = compose_job([])
+    assert (default.dataset.name, default.dataset.flaw_kinds, default.dataset.flaw_fraction) == (
+        "leg_counting",
+        ["total_first"],
+        0.5,
+    )
+    assert (default.train.epochs, default.train.lr, default.eval.benchmarks) == (3, 2e-3, [])
 
 
 def test_slurm_launcher_preset_composes():
