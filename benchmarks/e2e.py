@@ -1,6 +1,6 @@
 """`ifexp-bench e2e`: a whole sweep from an empty cache, its wall time and each stage's build time.
 
-    ifexp-bench e2e --sweep cpu_demo --out e2e.json
+    ifexp-bench e2e --sweep demo --out e2e.json      # make demo's sweep (cpu_demo: the former one)
 
 Runs `ifexp sweeps=SWEEP` into a fresh cache under --work-dir and reads each artifact's build
 time (once) from the cache manifests the jobs used (`ifexp.report.stage_times`).
@@ -21,7 +21,7 @@ from benchmarks.common import Benchmark, machine, option, timed
 class E2e(Benchmark):
     """wall time of a whole sweep from an empty cache, per stage"""
 
-    sweep: str = option("cpu_demo")
+    sweep: str = option("demo", help="a named sweep; the table in docs/performance.md is for cpu_demo")
     work_dir: str = option("outputs/bench/e2e", help="its sweep and cache (emptied first)")
     reuse: bool = option(False, help="keep the work dir's cache (time what is left)")
     goal_s: float = option(1800.0)

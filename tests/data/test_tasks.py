@@ -194,8 +194,12 @@ def test_dataset_leg_counting_composes_and_its_test_split_is_the_in_domain_bench
 
     cfg = compose_job(["dataset=leg_counting", "eval.benchmarks=[]"])  # and validated
     assert (cfg.dataset.n_train, cfg.dataset.n_val, cfg.dataset.n_test) == (256, 64, 200)
-    # every kind but total_first, which is kept out of the default mix
-    assert set(expand_flaw_kinds("leg_counting", cfg.dataset.flaw_kinds)) == set(LEG_COUNTING_FLAWS) - {"total_first"}
+    # the default mix is the one with measured headroom: half the traces total_first
+    assert (cfg.dataset.flaw_kinds, cfg.dataset.flaw_fraction) == (["total_first"], 0.5)
+    # the results sweep of the 11-kind mix pins it: every kind but total_first, a quarter of the traces
+    mix = compose_job(["sweeps=leg_counting", "pruning=oracle", "seed=0"]).dataset
+    assert set(expand_flaw_kinds("leg_counting", mix.flaw_kinds)) == set(LEG_COUNTING_FLAWS) - {"total_first"}
+    assert mix.flaw_fraction == 0.25
     cfg.dataset = leg_config(n_test=12)
     splits = build_splits(cfg.dataset)
     benchmarks = load_benchmarks(cfg, splits)
