@@ -166,6 +166,7 @@ class Lds(Benchmark):
             "model": self.model,
             "dataset": self.dataset,
             "n_flawed_train": sum(bool(e.flaw) for e in train),
+            "flaw_kinds_train": sorted({e.flaw for e in train if e.flaw}),
             "method": self.method,
             "n_train": self.n_train,
             "n_queries": len(query_rows),

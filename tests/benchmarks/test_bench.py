@@ -65,15 +65,17 @@ def test_bench_scores_writes_json(tiny_model, cache_dir, tmp_path):
 def test_bench_lds_writes_json(tiny_model, cache_dir, tmp_path, dataset):
     out = tmp_path / "lds.json"
     args = ["lds", "--model", "tiny_llama", "--n-train", "12", "--n-queries", "4", "--n-subsets", "4", "--epochs", "1"]
-    args += ["--dataset", dataset]
+    args += ["--dataset", dataset] + (["--flaw-fraction", "0.25"] if dataset == "leg_counting" else [])
     args += ["--estimators", "grad_dot", "proj_fisher", "--ks", "64", "--dampings", "1.0"]
     main([*args, "--cache-dir", str(cache_dir), "--out", str(out)])
     result = json.loads(out.read_text())
     assert set(result["lds"]) == {"grad_dot", "proj_fisher", "exact_grad_dot"}
     assert all(-1 <= value <= 1 for value in result["lds"].values())
     assert set(result["ablations"]["proj_fisher_k"]) == {"64"}
-    # leg_counting's training traces carry its default flaw mix (a quarter of 12), gsm_symbolic's none
-    assert (result["dataset"], result["n_flawed_train"]) == (dataset, 3 if dataset == "leg_counting" else 0)
+    # leg_counting's training traces: the dataset config's kinds, --flaw-fraction of them (a quarter of 12
+    # instead of its half); gsm_symbolic's none
+    flaws = (3, ["total_first"]) if dataset == "leg_counting" else (0, [])
+    assert (result["dataset"], result["n_flawed_train"], result["flaw_kinds_train"]) == (dataset, *flaws)
 
 
 @pytest.mark.slow
