@@ -520,10 +520,12 @@ def versus_estimates(root: Path, rows: list[dict], baseline: dict, benchmarks: l
     return compared
 
 
-def delta_rates(root: Path, cell: Cell, bench: str) -> dict[int, dict[str, Fraction]]:
+def delta_rates(
+    pruned: dict[int, dict[str, Fraction]], random: dict[int, dict[str, Fraction]], what: str
+) -> dict[int, dict[str, Fraction]]:
     """{seed: {problem id: d}}, d = the strategy's model's pass rate − Random's in the same job."""
-    pairs = pair_arms(arm_rates(root, cell, bench), arm_rates(root, cell, bench, "random"), f"{cell.label}: {bench}")
-    return {seed: {pid: ours - random for pid, (ours, random) in by_seed.items()} for seed, by_seed in pairs.items()}
+    pairs = pair_arms(pruned, random, what)
+    return {seed: {pid: ours - theirs for pid, (ours, theirs) in by_seed.items()} for seed, by_seed in pairs.items()}
 
 
 def across_estimates(root: Path, rows: list[dict], reference_rows: list[dict], benchmarks: list[str]) -> list[dict]:
@@ -544,9 +546,10 @@ def across_estimates(root: Path, rows: list[dict], reference_rows: list[dict], b
             if estimate is not None:
                 entry["pass"][bench] = estimate
             if row["cell"].strategy != "random":
-                estimate = paired_on_common_seeds(
-                    delta_rates(root, row["cell"], bench), delta_rates(root, reference["cell"], bench), launched, what
-                )
+                # each job's pruned arm is read once, above; only the Random arms are read here
+                our_deltas = delta_rates(ours, arm_rates(root, row["cell"], bench, "random"), what)
+                their_deltas = delta_rates(theirs, arm_rates(root, reference["cell"], bench, "random"), what)
+                estimate = paired_on_common_seeds(our_deltas, their_deltas, launched, what)
                 if estimate is not None:
                     entry["delta"][bench] = estimate
         if entry["pass"]:
