@@ -74,8 +74,9 @@ EMBEDDING = Stage("embedding", ("ifexp.signals",), ("torch", "sentence-transform
 # else counts, new fields included).
 NOT_IN_KEY = {
     # the files count by their content; answer_format only changes how answers are read (eval keys it)
-    # a hub revision counts as the commit it resolves to (dataset_stage, base_model's digest)
-    "dataset": ("name", "path", "val_path", "test_path", "answer_format", "hf_revision"),
+    # a hub revision counts as the commit it resolves to (dataset_stage, base_model's digest);
+    # max_new_tokens keys the answers through queries / eval, which default to it
+    "dataset": ("name", "path", "val_path", "test_path", "answer_format", "hf_revision", "max_new_tokens"),
     "model": ("name", "revision"),
     "train": ("name",),
     # resources, not results (compute.num_processes is likewise never in a key: results match

@@ -71,6 +71,10 @@ class DatasetConfig:
     flaw_kinds: list[str] = field(default_factory=list)
     # The data seed is separate from the job seed so that every training seed sees the same D.
     data_seed: int = 0
+    # The token budget of an answer to this dataset's questions: the default of
+    # queries.max_new_tokens (theta*'s validation answers) and of eval=in_domain's max_new_tokens
+    # (its held-out test split), so a dataset with long traces is not cut at another's budget.
+    max_new_tokens: int = 256
 
 
 @dataclass
@@ -336,6 +340,7 @@ def validate(cfg: JobConfig) -> None:
         "train.batch_size",
         "eval.n_samples",
         "eval.max_new_tokens",
+        "dataset.max_new_tokens",
         "model.max_seq_len",
         "queries.n_samples",
         "queries.max_new_tokens",

@@ -115,3 +115,18 @@ def test_each_value_a_sweep_sweeps_composes(sweep):
         except Exception as error:
             failures.append(f"sweeps={sweep} {override}: {one_line(error)}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "budget"), [("leg_counting", 160), ("gsm_symbolic", 256), ("jsonl", 256), ("limo", 3000)]
+)
+def test_answers_to_a_datasets_questions_get_that_datasets_token_budget(dataset, budget):
+    """theta*'s validation answers and the in-domain test answers default to dataset.max_new_tokens,
+    so choosing a dataset with long traces does not cut its answers at the default dataset's 160."""
+    chosen = [f"dataset={dataset}", *NEEDS.get(f"dataset={dataset}", [])]
+    job = compose_job(chosen)
+    assert (job.dataset.max_new_tokens, job.queries.max_new_tokens, job.eval.max_new_tokens) == (budget,) * 3
+    raised = compose_job([*chosen, "dataset.max_new_tokens=400"])
+    assert (raised.queries.max_new_tokens, raised.eval.max_new_tokens) == (400, 400)
+    # a benchmark set of its own keeps its own budget
+    assert compose_job([*chosen, "eval=math_offline"]).eval.max_new_tokens == 256
