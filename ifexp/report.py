@@ -677,7 +677,10 @@ def _table(
 def _delta_text(estimate: Estimate) -> str:
     """Δ [interval] (p=...): the Δ table's cell."""
     text = fmt(estimate, signed=True)
-    return text if estimate.p is None else f"{text} (p={estimate.p:.3f})"
+    if estimate.p is None:
+        return text
+    # "p=0.000" reads as an impossible p of zero
+    return f"{text} (p<0.001)" if estimate.p < 0.0005 else f"{text} (p={estimate.p:.3f})"
 
 
 def _per_seed_text(estimate: Estimate) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ifexp.report import main, sign_flip_p_value, write_report
+from ifexp.report import Estimate, _delta_text, main, sign_flip_p_value, write_report
 from ifexp.schema import IfexpError
 
 BENCH = "gsm"
@@ -289,6 +289,12 @@ def test_sign_flip_test_is_exact():
     assert sign_flip_p_value(differences) == pytest.approx(2 * (1 + 7) / 2**7)
     scipy_stats = pytest.importorskip("scipy.stats")
     assert sign_flip_p_value(differences) == pytest.approx(scipy_stats.binomtest(6, 7).pvalue)
+
+
+def test_a_p_below_the_printed_precision_is_not_printed_as_zero():
+    estimate = Estimate(mean=0.2, per_seed={0: 0.2}, low=0.1, high=0.3, interval="bootstrap", p=2e-7)
+    assert _delta_text(estimate).endswith("(p<0.001)")
+    assert _delta_text(Estimate(mean=0.2, per_seed={0: 0.2}, p=0.0404)).endswith("(p=0.040)")
 
 
 def test_report_keeps_flaws_compute_and_figures(tmp_path):
