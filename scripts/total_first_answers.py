@@ -5,9 +5,9 @@
 Reads the sweep's finished jobs (metrics.json present), their generations and selection.json, and
 the training set they used (the dataset artifact named in each job's metrics.json), and prints, per job
 and model (the strategy's pruned model and the Random model of the same job): how many of the 200
-answers start with the `Total:` line and how many of those are right, pass@1 on 2- and 3-animal
-questions, and how many flawed traces of 2 and of 3 animals the model was trained on. Reads files
-only; nothing is recomputed.
+answers start with the `Total:` line and how many of those are right, pass@1 and `Total:`-first
+answers on 2- and 3-animal questions, and how many flawed traces of 2 and of 3 animals the
+strategy's model was trained on. Reads files only; nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ def training_set(job: Path) -> dict[str, Example]:
 
 def answers_summary(path: Path) -> str:
     starts_total = right_after_total = 0
-    by_animals: dict[int, list[int]] = {}
+    by_animals: dict[int, list[int]] = {}  # animals: [right, questions, answers starting with Total:]
     for row in generations(path):
         response, correct = row["responses"][0], bool(row["correct"][0])
-        if response.lstrip().startswith("Total:"):
-            starts_total += 1
-            right_after_total += correct
-        tally = by_animals.setdefault(animals_in_question(row["question"]), [0, 0])
+        total_first = response.lstrip().startswith("Total:")
+        starts_total += total_first
+        right_after_total += total_first and correct
+        tally = by_animals.setdefault(animals_in_question(row["question"]), [0, 0, 0])
         tally[0] += correct
         tally[1] += 1
-    per_size = ", ".join(f"{n} animals {r}/{t}" for n, (r, t) in sorted(by_animals.items()))
+        tally[2] += total_first
+    per_size = ", ".join(f"{n} animals {r}/{t} ({f} Total: first)" for n, (r, t, f) in sorted(by_animals.items()))
     return f"start with Total: {starts_total} ({right_after_total} right); right: {per_size}"
 
 
