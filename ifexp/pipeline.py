@@ -590,7 +590,9 @@ def compute_signals(
                 cfg.scorer_seed,
             )["theta_star"]["val"]
             answered = artifacts["queries"].manifest()
-            warn_if_length_capped("theta*'s validation answers", answered, "queries.max_new_tokens")
+            warn_if_length_capped(
+                "theta*'s validation answers", answered, "queries.max_new_tokens, or dataset.max_new_tokens"
+            )
             queries, correct = query_examples(read_generations(artifacts["queries"]))
             # a generation too long to take a gradient of is dropped (and counted), as training drops a trace
             fits, n_truncated = fitting_queries(theta_star, scorer_cfg, queries, cfg.train.overlong)
@@ -782,7 +784,10 @@ def compare(evals: dict[str, dict[str, Artifact]], generations_dir: Path) -> dic
             manifest = artifact.manifest()
             metrics[f"{prefix}pass@1/{bench}"] = manifest["pass@1"]
             metrics[f"{prefix}eval/{bench}/n_length_capped"] = manifest["n_length_capped"]
-            warn_if_length_capped(f"{model_name} model on {bench}", manifest, "eval.max_new_tokens")
+            # the in-domain eval's budget defaults to the dataset's; a benchmark set pins its own
+            warn_if_length_capped(
+                f"{model_name} model on {bench}", manifest, "eval.max_new_tokens, or dataset.max_new_tokens in-domain"
+            )
             metrics[f"artifact/eval/{model_name}/{bench}"] = str(artifact)
             (generations_dir / f"{model_name}_{bench}.jsonl").write_text((artifact / "generations.jsonl").read_text())
     for bench in evals["pruned"]:

@@ -674,13 +674,16 @@ def _table(
     return lines
 
 
+def _p_text(p: float, digits: int, name: str = "p") -> str:
+    """p=0.040, or p<0.001 where it would round to zero: "p=0.000" reads as an impossible p of zero."""
+    smallest = 10.0**-digits
+    return f"{name}<{smallest:.{digits}f}" if p < smallest / 2 else f"{name}={p:.{digits}f}"
+
+
 def _delta_text(estimate: Estimate) -> str:
     """Δ [interval] (p=...): the Δ table's cell."""
     text = fmt(estimate, signed=True)
-    if estimate.p is None:
-        return text
-    # "p=0.000" reads as an impossible p of zero
-    return f"{text} (p<0.001)" if estimate.p < 0.0005 else f"{text} (p={estimate.p:.3f})"
+    return text if estimate.p is None else f"{text} ({_p_text(estimate.p, 3)})"
 
 
 def _per_seed_text(estimate: Estimate) -> str:
@@ -693,7 +696,7 @@ def _per_seed_text(estimate: Estimate) -> str:
         text += f"; min–max over {len(per_seed)} seeds {_num(min(per_seed.values()), True)}, "
         text += f"{_num(max(per_seed.values()), True)}"
     if estimate.p_seeds is not None:
-        text += f"; p over seeds={estimate.p_seeds:.2f}"
+        text += f"; {_p_text(estimate.p_seeds, 2, name='p over seeds')}"
     return text + ")"
 
 
