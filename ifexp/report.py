@@ -188,6 +188,7 @@ class Estimate:
     basis: str = ""  # what the brackets are over, in words
     p: float | None = None
     p_basis: str = ""
+    n_nonzero: int | None = None  # problems whose Δ (averaged over seeds) is not 0: what p is decided by
     p_seeds: float | None = None
     n_problems: int = 0
 
@@ -253,7 +254,7 @@ def paired_estimate(outcomes: dict[int, dict[str, tuple[Fraction, Fraction]]]) -
     discordant = sum(1 for m in problem_means if m != 0)
     p_basis = (
         f"{'exact' if exact else 'Monte-Carlo'} two-sided sign-flip test over {len(problems)} problems "
-        f"(each problem's Δ averaged over its seeds; {discordant} non-zero)"
+        "(each problem's Δ averaged over its seeds)"
     )
     if len(seeds) == 1 and all(abs(m) in (0, 1) for m in problem_means):
         p_basis += "; with one seed and one sample a problem, the exact McNemar test"
@@ -273,6 +274,7 @@ def paired_estimate(outcomes: dict[int, dict[str, tuple[Fraction, Fraction]]]) -
         basis=basis,
         p=p,
         p_basis=p_basis,
+        n_nonzero=discordant,
         p_seeds=sign_flip_p_value(list(per_seed.values())) if len(seeds) > 1 else None,
         n_problems=len(problems),
     )
@@ -654,8 +656,13 @@ def _legend(benchmarks: list[str], rows: list[dict], kind: str, what: str) -> li
                 estimate = row[kind][bench]
                 text = estimate.basis + (f"; p: {estimate.p_basis}" if estimate.p_basis else "")
                 by_basis[text].append(row["cell"].label)
+        nonzero = {row["cell"].label: row[kind][bench].n_nonzero for row in rows if bench in row[kind]}
         for text, labels in by_basis.items():
             who = "" if len(by_basis) == 1 else f" ({', '.join(labels)})"
+            # the count differs per row; kept out of the grouped text so that rows sharing a test share a line
+            counts = [f"{label} {nonzero[label]}" for label in labels if nonzero[label] is not None]
+            if counts:
+                text += f"; problems with a non-zero Δ: {', '.join(counts)}"
             lines.append(f"- {what} {bench}{who}: {text}.")
     return lines
 

@@ -291,6 +291,23 @@ def test_sign_flip_test_is_exact():
     assert sign_flip_p_value(differences) == pytest.approx(scipy_stats.binomtest(6, 7).pvalue)
 
 
+def test_rows_that_share_a_test_share_one_legend_line_with_each_rows_count(tmp_path):
+    for seed in range(3):
+        pruned, random = known_outcomes(seed)
+        write_job(tmp_path / f"combined-{seed}", job_config(seed=seed), pruned, random)
+        # oracle's model solves one problem fewer (p3) than combined's, in every seed
+        write_job(
+            tmp_path / f"oracle-{seed}",
+            job_config(seed=seed, **{"pruning.strategy": "oracle"}),
+            {**pruned, "p3": [False]},
+            random,
+        )
+    report = write_report(tmp_path).read_text()
+    legend = [line for line in report.splitlines() if line.startswith(f"- Δ {BENCH}")]
+    assert len(legend) == 1, legend
+    assert legend[0].endswith("problems with a non-zero Δ: combined 7, oracle 6.")
+
+
 def test_a_p_below_the_printed_precision_is_not_printed_as_zero():
     estimate = Estimate(mean=0.2, per_seed={0: 0.2}, low=0.1, high=0.3, interval="bootstrap", p=2e-7)
     assert _delta_text(estimate).endswith("(p<0.001)")
