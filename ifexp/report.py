@@ -650,17 +650,17 @@ def _legend(benchmarks: list[str], rows: list[dict], kind: str, what: str) -> li
     """One line per benchmark naming what the brackets (and p) of `kind` are over."""
     lines = []
     for bench in benchmarks:
-        by_basis: dict[str, list[str]] = defaultdict(list)
+        # text -> (row label, its count of non-zero problems); the count differs per row, so it is kept
+        # out of the grouped text and rows that share a test share a line
+        by_basis: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
         for row in rows:
             if bench in row[kind]:
                 estimate = row[kind][bench]
                 text = estimate.basis + (f"; p: {estimate.p_basis}" if estimate.p_basis else "")
-                by_basis[text].append(row["cell"].label)
-        nonzero = {row["cell"].label: row[kind][bench].n_nonzero for row in rows if bench in row[kind]}
-        for text, labels in by_basis.items():
-            who = "" if len(by_basis) == 1 else f" ({', '.join(labels)})"
-            # the count differs per row; kept out of the grouped text so that rows sharing a test share a line
-            counts = [f"{label} {nonzero[label]}" for label in labels if nonzero[label] is not None]
+                by_basis[text].append((row["cell"].label, estimate.n_nonzero))
+        for text, members in by_basis.items():
+            who = "" if len(by_basis) == 1 else f" ({', '.join(label for label, _ in members)})"
+            counts = [f"{label} {n_nonzero}" for label, n_nonzero in members if n_nonzero is not None]
             if counts:
                 text += f"; problems with a non-zero Δ: {', '.join(counts)}"
             lines.append(f"- {what} {bench}{who}: {text}.")
