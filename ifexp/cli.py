@@ -207,8 +207,20 @@ def _crash_line(error: BaseException, run_log: Path) -> str:
     return f"{failed}: {type(error).__name__}: {one_line(error)}; traceback in {run_log}"
 
 
+def _hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
+    """What Hydra writes into <run dir>/.hydra/ when hydra.output_subdir is set, as ifexp writes
+    it instead (conf/config.yaml sets it to null): after the run dir is checked, so that a job
+    refused there leaves the finished job's .hydra/ as it was (ifexp.job_identity)."""
+    return {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+    }
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _job(cfg: DictConfig) -> float | None:
+    from ifexp.job_identity import claim_run_dir
     from ifexp.pipeline import run_job
     from ifexp.tracking import Tracker
 
@@ -221,8 +233,9 @@ def _job(cfg: DictConfig) -> float | None:
     try:
         job = _to_job_config(cfg)
         validate(job)
+        digest = claim_run_dir(run_dir, OmegaConf.to_container(cfg, resolve=False), _hydra_files(cfg, hydra_cfg))
         tracker = Tracker(job.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir.name, group)
-        metrics = run_job(job, run_dir, tracker)
+        metrics = run_job(job, run_dir, tracker, config_digest=digest)
     except (IfexpError, OmegaConfBaseException) as error:
         # user errors (an OmegaConf one: a missing mandatory value, say): one line, no traceback
         message = str(error) if isinstance(error, IfexpError) else one_line(error)

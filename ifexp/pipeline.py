@@ -658,8 +658,10 @@ def write_selection(path: Path, cfg: PruningConfig, seed: int, ids: list[str], k
     path.write_text(json.dumps(selection, indent=2))
 
 
-def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
-    """Score, prune, fine-tune on what is kept, evaluate against Random; write the run's outputs."""
+def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | None = None) -> dict[str, Any]:
+    """Score, prune, fine-tune on what is kept, evaluate against Random; write the run's outputs.
+    `config_digest` (the entry point's `ifexp.job_identity`) goes into metrics.json: it says which
+    config the run dir's results came from."""
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cfg.paths.cache_dir).resolve()
@@ -673,6 +675,8 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None) -> dict[str, Any]:
         "fraction": cfg.pruning.fraction,
         "seed": cfg.seed,
     }
+    if config_digest is not None:
+        metrics["config_digest"] = config_digest
 
     # 1. The data D (first: a bad input file fails before minutes of model conversion), the
     #    trainee's base model and the benchmarks.

@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from ifexp.job_identity import CANNOT_CHANGE_A_RESULT, DIGEST_KEY, config_digest, flatten, matches, read_config
 from ifexp.schema import IfexpError
 from ifexp.tasks import FAMILIES
 
@@ -67,18 +67,8 @@ FLAW_MEASURES = {
 }
 
 # Config values that never separate two jobs into different rows: the seed is the replicate a
-# row pools over; the rest cannot change a result (where artifacts are cached, W&B settings,
-# processes per job, which match one process within float tolerance and are in no cache key:
-# docs/architecture.md; the engine's memory and thread settings). A key ending in "." is a prefix.
-EXCLUDED_FROM_GROUPING = (
-    "seed",
-    "paths.",
-    "logger.",
-    "compute.",
-    "engine.kv_cache_gib",
-    "engine.gpu_memory_utilization",
-    "engine.cpu_threads_bind",
-)
+# row pools over; the rest cannot change a result (ifexp.job_identity).
+EXCLUDED_FROM_GROUPING = ("seed", *CANNOT_CHANGE_A_RESULT)
 # Values that name a strategy and its own options: a row within a section, not a section.
 STRATEGY_KEYS = (
     "pruning.strategy",
@@ -342,27 +332,23 @@ def unfinished_jobs(root: Path) -> list[str]:
     )
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat or {prefix.rstrip("."): "{}"}
-    if isinstance(node, list):
-        return {prefix.rstrip("."): json.dumps(node)}
-    return {prefix.rstrip("."): node}
-
-
 def job_config(job_dir: Path, metrics: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The job's config as {dotted key: value}, and whether it came from .hydra/config.yaml."""
-    path = job_dir / ".hydra" / "config.yaml"
-    if path.is_file():
-        return _flatten(yaml.safe_load(path.read_text()) or {}), True
-    return {key: metrics.get(name, ABSENT) for name, key in METRICS_IDENTITY.items()}, False
+    """The job's config as {dotted key: value}, and whether it came from .hydra/config.yaml.
+    Refuses a job whose saved config is not the one its metrics.json records it ran with."""
+    saved = read_config(job_dir)
+    if saved is None:
+        return {key: metrics.get(name, ABSENT) for name, key in METRICS_IDENTITY.items()}, False
+    recorded = metrics.get(DIGEST_KEY)
+    if recorded and config_digest(saved) != recorded:
+        raise IfexpError(
+            f"{job_dir}: .hydra/config.yaml (config digest {config_digest(saved)}) is not the config its "
+            f"metrics.json came from ({recorded}); this folder's results cannot be attributed"
+        )
+    return flatten(saved), True
 
 
 def excluded(key: str) -> bool:
-    return any(key.startswith(e) if e.endswith(".") else key == e for e in EXCLUDED_FROM_GROUPING)
+    return matches(key, EXCLUDED_FROM_GROUPING)
 
 
 def _show(value: Any) -> str:

@@ -61,7 +61,7 @@ def exploding_stage():
     raise RuntimeError("boom")
 
 
-def run_job(cfg, run_dir, tracker=None):
+def run_job(cfg, run_dir, tracker=None, config_digest=None):
     if cfg.pruning.strategy == "random":
         exploding_stage()
     (Path(run_dir) / "ran").write_text("ok")
@@ -157,6 +157,24 @@ def test_tiny_run_end_to_end_then_fully_cached(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").glob("*/*/manifest.json"))} == before
     again = json.loads((tmp_path / "second" / "metrics.json").read_text())
     assert {k: v for k, v in again.items() if "pass@1" in k} == {k: v for k, v in metrics.items() if "pass@1" in k}
+
+    # A job of another config run into the first job's folder is refused before it writes anything
+    # there; the first job's outputs and .hydra/ stay as they were, and its report reads them.
+    first = tmp_path / "first"
+    outputs = ["metrics.json", "selection.json", "scores.csv", ".hydra/config.yaml", ".hydra/overrides.yaml"]
+    before = {name: (first / name).read_bytes() for name in outputs}
+    other = run_ifexp(*common, f"hydra.run.dir={first}", "pruning.fraction=0.5")
+    assert other.returncode == 1
+    assert other.stderr.strip().splitlines() == [
+        f"ifexp: error: {first} holds a finished job of another config (pruning.fraction: 0.25 -> 0.5); "
+        "refusing to write over it: choose another hydra.run.dir, or hydra.sweep.dir / hydra.sweep.subdir "
+        "for a multirun"
+    ]
+    assert {name: (first / name).read_bytes() for name in outputs} == before
+    assert "refusing to write over it" in (first / "run.log").read_text()
+    # the same config again is the same job: allowed (every stage from the cache)
+    run_ifexp(*common, f"hydra.run.dir={first}", check=True)
+    assert json.loads((first / "metrics.json").read_text())["config_digest"] == metrics["config_digest"]
 
 
 @pytest.mark.slow

@@ -345,3 +345,20 @@ def test_report_keeps_flaws_compute_and_figures(tmp_path):
     assert (tmp_path / "flaw_detection.png").stat().st_size > 0
     assert "| sft | 1 | 5 | 5 |" in report
     assert "| combined-2 | combined | 2 |" in report
+
+
+def test_a_job_whose_saved_config_is_not_the_one_it_ran_with_is_refused(tmp_path):
+    """metrics.json records the digest of the config the job ran with; a .hydra/config.yaml
+    written over afterwards (by hand, or by Hydra with hydra.output_subdir set) cannot label it."""
+    from ifexp.job_identity import config_digest
+
+    config = job_config(seed=0)
+    pruned, random = known_outcomes(0)
+    write_job(tmp_path / "job", config, pruned, random)
+    metrics_path = tmp_path / "job" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics_path.write_text(json.dumps({**metrics, "config_digest": config_digest(config)}))
+    write_report(tmp_path)  # consistent: read
+    (tmp_path / "job" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(job_config(seed=0, **{"train.lr": 0.01})))
+    with pytest.raises(IfexpError, match=r"job: \.hydra/config\.yaml \(config digest \w+\) is not the config"):
+        write_report(tmp_path)
