@@ -8,6 +8,8 @@ import sys
 import pytest
 from helpers.cli import run_ifexp
 
+from ifexp.report import write_report
+
 
 def test_cfg_job_prints_the_composed_config():
     result = run_ifexp("--cfg", "job", check=True)
@@ -172,6 +174,7 @@ def test_tiny_run_end_to_end_then_fully_cached(tmp_path):
     ]
     assert {name: (first / name).read_bytes() for name in outputs} == before
     assert "refusing to write over it" in (first / "run.log").read_text()
+    assert "high_harm" in write_report(first).read_text()
     # the same config again is the same job: allowed (every stage from the cache)
     run_ifexp(*common, f"hydra.run.dir={first}", check=True)
     assert json.loads((first / "metrics.json").read_text())["config_digest"] == metrics["config_digest"]
