@@ -134,7 +134,7 @@ def test_ifexp_bench_flaws_picks_it_up(new_strategy, cache_dir, tmp_path):
 def test_the_tiny_all_sweep_picks_it_up(new_strategy, tmp_path, monkeypatch):
     launched: list[str] = []
 
-    def record(cfg: JobConfig, run_dir: Path, tracker=None) -> dict:
+    def record(cfg: JobConfig, run_dir: Path, tracker=None, config_digest=None) -> dict:
         launched.append(cfg.pruning.strategy)
         return {}
 
