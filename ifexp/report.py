@@ -49,7 +49,8 @@ from typing import Any
 import numpy as np
 
 from ifexp.job_identity import CANNOT_CHANGE_A_RESULT, DIGEST_KEY, config_digest, flatten, matches, read_config
-from ifexp.schema import IfexpError
+from ifexp.schema import IfexpError, PruningConfig
+from ifexp.selection.registry import STRATEGIES, option_names
 from ifexp.tasks import FAMILIES
 
 # The flaw-detection measures a job records (ifexp.selection.flaws.flaw_detection), as the report's
@@ -69,14 +70,12 @@ FLAW_MEASURES = {
 # Config values that never separate two jobs into different rows: the seed is the replicate a
 # row pools over; the rest cannot change a result (ifexp.job_identity).
 EXCLUDED_FROM_GROUPING = ("seed", *CANNOT_CHANGE_A_RESULT)
-# Values that name a strategy and its own options: a row within a section, not a section.
-STRATEGY_KEYS = (
-    "pruning.strategy",
-    "pruning.perplexity_keep",
-    "pruning.embedding_mode",
-    "pruning.combine",
-    "pruning.alpha",
-)
+# Values that name a strategy and its own options (as the strategies declare them): a row within a
+# section, not a section.
+STRATEGY_KEYS = ("pruning.strategy", *(f"pruning.{option}" for option in option_names()))
+# Shown in a row's label when not ifexp's default, even where every job has the same value: a report
+# whose jobs all ran Combined with z-scores, or after answer_check, must not read as the default's.
+_PRUNING_DEFAULTS = PruningConfig()
 # Without .hydra/config.yaml a job is identified by these metrics only (said in the report).
 METRICS_IDENTITY = {
     "model": "model.name",
@@ -380,6 +379,18 @@ class Cell:
     runs: list[dict[str, Any]]
 
 
+def non_default_options(strategy: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The options a job's strategy reads (and pruning.prefilter, which every strategy obeys) whose
+    value is not ifexp's default, as {dotted key: value}."""
+    declared = option_names(strategy) if strategy in STRATEGIES else ()
+    options = {}
+    for option in (*declared, "prefilter"):
+        value = config.get(f"pruning.{option}", ABSENT)
+        if value is not ABSENT and value != getattr(_PRUNING_DEFAULTS, option):
+            options[f"pruning.{option}"] = value
+    return options
+
+
 def group_runs(root: Path, runs: list[dict[str, Any]]) -> tuple[list[str], list[str], list[Cell], int]:
     """Cells by every differing config value but the seed; refuses two jobs of one cell and seed.
 
@@ -398,8 +409,13 @@ def group_runs(root: Path, runs: list[dict[str, Any]]) -> tuple[list[str], list[
     for run, config in zip(runs, configs, strict=True):
         section = tuple(config.get(k, ABSENT) for k in section_keys)
         row = (run["strategy"], *(config.get(k, ABSENT) for k in row_keys))
-        options = ", ".join(f"{k}={_show(v)}" for k, v in zip(row_keys, row[1:], strict=True))
-        label = run["strategy"] + (f" ({options})" if options else "")
+        options = [f"{k}={_show(v)}" for k, v in zip(row_keys, row[1:], strict=True)]
+        options += [
+            f"{key}={_show(value)}"
+            for key, value in non_default_options(run["strategy"], config).items()
+            if key not in row_keys and key not in section_keys
+        ]
+        label = run["strategy"] + (f" ({', '.join(options)})" if options else "")
         cell = cells.setdefault((section, row), Cell(section, row, label, run["strategy"], []))
         for other in cell.runs:
             if other["seed"] == run["seed"]:

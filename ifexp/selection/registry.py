@@ -60,6 +60,8 @@ class Strategy:
     needs: ClassVar[AbstractSet[str]] = frozenset()
     # the PruningConfig fields it reads -> their allowed values (schema.CHOICES["pruning.<field>"])
     options: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # the numeric PruningConfig fields it reads (schema.validate checks their range)
+    numeric_options: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -72,9 +74,10 @@ class Strategy:
             raise TypeError(f"{cls.__name__}.needs: {sorted(cls.needs - set(SIGNALS))} not in {SIGNALS}")
         config_fields = {f.name for f in fields(PruningConfig)}
         declared = option_values()
-        for option, values in cls.options.items():
+        for option in (*cls.options, *cls.numeric_options):
             if option not in config_fields:
-                raise TypeError(f"{cls.__name__}.options: '{option}' is not a PruningConfig field; add it there")
+                raise TypeError(f"{cls.__name__}: option '{option}' is not a PruningConfig field; add it there")
+        for option, values in cls.options.items():
             # one list per config field: validate checks a field whatever the strategy
             if option in declared and declared[option] != tuple(values):
                 raise TypeError(f"{cls.__name__}.options: '{option}' is already {declared[option]}")
@@ -91,6 +94,13 @@ class Strategy:
 def strategy_names() -> tuple[str, ...]:
     """Every registered strategy, in registration order."""
     return tuple(STRATEGIES)
+
+
+def option_names(strategy: str | None = None) -> tuple[str, ...]:
+    """The PruningConfig fields a strategy reads (every strategy's, for None), choices and numbers."""
+    classes = [STRATEGIES[strategy]] if strategy is not None else list(STRATEGIES.values())
+    names = [option for s in classes for option in (*s.options, *s.numeric_options)]
+    return tuple(dict.fromkeys(names))
 
 
 def option_values() -> dict[str, tuple[str, ...]]:

@@ -110,6 +110,7 @@ class Combined(Strategy):
     name = "combined"
     needs = {"influence"}
     options = {"combine": ("rank", "zscore")}
+    numeric_options = ("alpha",)
 
     def removal_scores(self, cfg: PruningConfig, signals: Signals, seed: int) -> np.ndarray:
         _require_queries(signals, self.name, correct=True, incorrect=True)

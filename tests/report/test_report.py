@@ -160,6 +160,34 @@ def test_sweep_over_an_estimator_setting_gives_one_row_per_setting(tmp_path):
     assert "`estimator.damping`" in report and "cache_dir" not in report.split("## ")[1].split("except")[0]
 
 
+def test_a_row_names_the_non_default_options_its_strategy_ran_with(tmp_path):
+    # every job ran Combined with z-scores after answer_check (nothing differs between them), and
+    # length with both settings: the rows must not read as the defaults' ("combined", "length")
+    for seed in range(3):
+        pruned, random = known_outcomes(seed)
+        options = {
+            "pruning.combine": "zscore",
+            "pruning.prefilter": "answer_check",
+            "pruning.alpha": 0.5,
+            "pruning.length_keep": "short",
+        }
+        write_job(tmp_path / f"combined-{seed}", job_config(seed=seed, **options), pruned, random)
+        for keep in ("short", "long"):
+            config = job_config(
+                seed=seed,
+                **{**options, "pruning.strategy": "length", "pruning.length_keep": keep, "pruning.combine": "rank"},
+            )
+            write_job(tmp_path / f"length-{keep}-{seed}", config, pruned, random)
+    report = write_report(tmp_path).read_text()
+    # no section per setting: the strategies' options are rows of one table
+    assert "## all jobs" in report
+    # combine differs between the jobs (length's are rank): a row key, shown for every row
+    combined = "combined (pruning.combine=zscore, pruning.length_keep=short, pruning.prefilter=answer_check)"
+    assert f"| {combined} | 3 |" in report
+    assert "| length (pruning.combine=rank, pruning.length_keep=long, pruning.prefilter=answer_check) | 3 |" in report
+    assert "alpha" not in report.split("## all jobs")[1]  # the default is not named
+
+
 def test_duplicate_jobs_are_refused_not_averaged(tmp_path, capsys):
     for name in ("first", "second"):
         pruned, random = known_outcomes(0)
