@@ -39,7 +39,7 @@ import itertools
 import json
 import math
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -406,16 +406,26 @@ def group_runs(root: Path, runs: list[dict[str, Any]]) -> tuple[list[str], list[
     section_keys = [k for k in differing if k not in STRATEGY_KEYS]
     row_keys = [k for k in differing if k in STRATEGY_KEYS and k != "pruning.strategy"]
     cells: dict[tuple, Cell] = {}
+    # a row's label names the row keys its strategy reads; all of them where that would make two
+    # rows of a section read the same (Random jobs of a sweep over pruning.combine, say)
+    full_labels: dict[tuple, str] = {}
     for run, config in zip(runs, configs, strict=True):
         section = tuple(config.get(k, ABSENT) for k in section_keys)
         row = (run["strategy"], *(config.get(k, ABSENT) for k in row_keys))
-        options = [f"{k}={_show(v)}" for k, v in zip(row_keys, row[1:], strict=True)]
-        options += [
+        extra = [
             f"{key}={_show(value)}"
             for key, value in non_default_options(run["strategy"], config).items()
             if key not in row_keys and key not in section_keys
         ]
-        label = run["strategy"] + (f" ({', '.join(options)})" if options else "")
+        read = (
+            {f"pruning.{option}" for option in option_names(run["strategy"])}
+            if run["strategy"] in STRATEGIES
+            else set()
+        )
+        shown = [f"{k}={_show(v)}" for k, v in zip(row_keys, row[1:], strict=True) if k in read] + extra
+        every = [f"{k}={_show(v)}" for k, v in zip(row_keys, row[1:], strict=True)] + extra
+        label = run["strategy"] + (f" ({', '.join(shown)})" if shown else "")
+        full_labels[(section, row)] = run["strategy"] + (f" ({', '.join(every)})" if every else "")
         cell = cells.setdefault((section, row), Cell(section, row, label, run["strategy"], []))
         for other in cell.runs:
             if other["seed"] == run["seed"]:
@@ -425,8 +435,11 @@ def group_runs(root: Path, runs: list[dict[str, Any]]) -> tuple[list[str], list[
                 )
         cell.runs.append(run)
     ordered = sorted(cells.values(), key=lambda c: (tuple(map(str, c.section)), tuple(map(str, c.row))))
+    shared = Counter((cell.section, cell.label) for cell in ordered)
     for cell in ordered:
         cell.runs.sort(key=lambda r: r["seed"])
+        if shared[(cell.section, cell.label)] > 1:
+            cell.label = full_labels[(cell.section, cell.row)]
     return section_keys, row_keys, ordered, n_without
 
 

@@ -178,13 +178,18 @@ def test_a_row_names_the_non_default_options_its_strategy_ran_with(tmp_path):
                 **{**options, "pruning.strategy": "length", "pruning.length_keep": keep, "pruning.combine": "rank"},
             )
             write_job(tmp_path / f"length-{keep}-{seed}", config, pruned, random)
+        for combine in ("rank", "zscore"):  # Random ignores combine: two rows that would read the same
+            config = job_config(seed=seed, **{**options, "pruning.strategy": "random", "pruning.combine": combine})
+            write_job(tmp_path / f"random-{combine}-{seed}", config, pruned, random)
     report = write_report(tmp_path).read_text()
     # no section per setting: the strategies' options are rows of one table
     assert "## all jobs" in report
-    # combine differs between the jobs (length's are rank): a row key, shown for every row
-    combined = "combined (pruning.combine=zscore, pruning.length_keep=short, pruning.prefilter=answer_check)"
-    assert f"| {combined} | 3 |" in report
-    assert "| length (pruning.combine=rank, pruning.length_keep=long, pruning.prefilter=answer_check) | 3 |" in report
+    # combine and length_keep differ between the jobs: row keys, each named where the strategy reads it
+    assert "| combined (pruning.combine=zscore, pruning.prefilter=answer_check) | 3 |" in report
+    assert "| length (pruning.length_keep=long, pruning.prefilter=answer_check) | 3 |" in report
+    # ... and all of them where two rows would otherwise share a label
+    random = "random (pruning.combine=rank, pruning.length_keep=short, pruning.prefilter=answer_check)"
+    assert f"| {random} | 3 |" in report and f"| {random.replace('=rank', '=zscore')} | 3 |" in report
     assert "alpha" not in report.split("## all jobs")[1]  # the default is not named
 
 
