@@ -38,6 +38,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -308,9 +309,25 @@ def _in_submitit(path: Path) -> bool:
     return ".submitit" in path.parts
 
 
+def _paths_named(root: Path, *names: str) -> list[Path]:
+    """Every file or folder under root with one of these names, following symlinked folders: a
+    root that links to job folders of other sweeps (to report them together) must not lose them
+    without a word, as Path.rglob would. Each real folder is walked once (no link cycles, no job
+    counted twice because two links reach it)."""
+    found, walked = [], set()
+    for folder, subdirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in walked:
+            subdirs[:] = []
+            continue
+        walked.add(real)
+        found.extend(Path(folder) / name for name in (*subdirs, *files) if name in names)
+    return sorted(found)
+
+
 def load_runs(root: Path) -> list[dict[str, Any]]:
     runs = []
-    for path in sorted(root.rglob("metrics.json")):
+    for path in _paths_named(root, "metrics.json"):
         if _in_submitit(path):
             continue
         metrics = json.loads(path.read_text())
@@ -323,7 +340,7 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
 def unfinished_jobs(root: Path) -> list[str]:
     """Job folders (a `run.log` or a `.hydra/`) without a metrics.json: crashed, killed or still running.
     The report names them, so a row pooled over fewer seeds than were launched says so."""
-    folders = {path.parent for path in root.rglob("run.log")} | {path.parent for path in root.rglob(".hydra")}
+    folders = {path.parent for path in _paths_named(root, "run.log", ".hydra")}
     return sorted(
         str(folder.relative_to(root)) or "."
         for folder in folders

@@ -395,3 +395,21 @@ def test_a_job_whose_saved_config_is_not_the_one_it_ran_with_is_refused(tmp_path
     (tmp_path / "job" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(job_config(seed=0, **{"train.lr": 0.01})))
     with pytest.raises(IfexpError, match=r"job: \.hydra/config\.yaml \(config digest \w+\) is not the config"):
         write_report(tmp_path)
+
+
+def test_job_folders_linked_into_a_sweep_are_read_once_each(tmp_path):
+    """Two sweeps reported together through symlinks: every linked job is read (not silently
+    dropped), a job reached by two links counts once, and a link cycle does not hang the walk."""
+    other_sweep, root = tmp_path / "other_sweep", tmp_path / "together"
+    for seed in range(3):
+        pruned, random = known_outcomes(seed)
+        write_job(other_sweep / f"combined-seed{seed}", job_config(seed=seed), pruned, random)
+        pruned, random = known_outcomes(seed)
+        write_job(root / f"oracle-seed{seed}", job_config(seed=seed, **{"pruning.strategy": "oracle"}), pruned, random)
+    (root / "linked").symlink_to(other_sweep, target_is_directory=True)
+    (root / "linked_again").symlink_to(other_sweep / "combined-seed0", target_is_directory=True)
+    (other_sweep / "combined-seed1" / "back").symlink_to(root, target_is_directory=True)
+    report = write_report(root).read_text()
+    assert "6 jobs read" in report
+    assert re.search(r"^\| combined \| 3 \|", report, re.MULTILINE)
+    assert re.search(r"^\| oracle \| 3 \|", report, re.MULTILINE)
