@@ -81,7 +81,10 @@ def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path
     assert all(f"| {s} |" in text for s in STRATEGIES)
 
 
-@pytest.mark.parametrize("sweep, n_jobs", [("paper", 72), ("transfer", 24), ("cpu_demo", 21), ("demo", 15)])
+@pytest.mark.parametrize(
+    "sweep, n_jobs",
+    [("paper", 72), ("transfer", 24), ("cpu_demo", 21), ("demo", 15), ("leg_counting_after_check", 15)],
+)
 def test_every_job_of_the_named_sweeps_composes(sweep, n_jobs):
     jobs = expand_sweep(sweep)
     assert len(jobs) == n_jobs
@@ -91,6 +94,9 @@ def test_every_job_of_the_named_sweeps_composes(sweep, n_jobs):
             assert job.dataset.name == "limo" and "math500" in job.eval.benchmarks
         if sweep == "transfer":
             assert job.scorer.name == "qwen25_math_7b_instruct" and job.model.name == "llama3_8b_instruct"
+        if sweep == "leg_counting_after_check":  # every strategy after the check, on the mix it needs
+            assert job.pruning.prefilter == "answer_check" and job.pruning.fraction == 0.625
+            assert (job.dataset.flaw_fraction, job.dataset.flaw_kinds) == (0.75, ["total_first", "wrong_final_answer"])
     # and through the command line, one job as the launcher would run it
     overrides = dict(o.split("=") for o in jobs[-1])
     result = run_ifexp(f"sweeps={sweep}", *jobs[-1], "--cfg", "job", check=True)
