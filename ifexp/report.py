@@ -321,6 +321,7 @@ def _paths_named(root: Path, *names: str) -> list[Path]:
             subdirs[:] = []
             continue
         walked.add(real)
+        subdirs.sort()  # the path that names a job two links reach must not depend on listing order
         found.extend(Path(folder) / name for name in (*subdirs, *files) if name in names)
     return sorted(found)
 
