@@ -6,6 +6,9 @@ strategies rank by. Plain functions: no Hydra, no cache (the pipeline caches the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -15,6 +18,23 @@ from ifexp.influence.capture import per_example_losses
 from ifexp.models import load_model, load_tokenizer
 from ifexp.schema import IfexpError, ModelConfig
 from ifexp.train import collate, encode_examples
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch (and MKL, which torch sets with it) on one thread inside, as before after.
+
+    With 2 threads, MKL's float32 matmuls gave the same forward pass results 1-2 ulp apart in
+    about one job process in six (docs/reliability.md), so a recomputed perplexity (after a
+    crash, on another cache) was not byte-identical. A forward pass over the training set is
+    cheap next to fine-tuning; reproducible values are worth the second core.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def perplexities(
@@ -31,7 +51,7 @@ def perplexities(
     # batch by length: less padding, same per-example losses
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     losses = np.empty(len(rows), dtype=np.float64)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         for start in tqdm(range(0, len(order), batch_size), desc="perplexity"):
             index = order[start : start + batch_size]
             batch = collate([rows[i] for i in index], tokenizer.pad_token_id)
