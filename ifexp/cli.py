@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
 from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.types import RunMode
@@ -173,6 +174,19 @@ class SweepsSearchPath(SearchPathPlugin):
 
 Plugins.instance().register(FolderAsGroup)
 Plugins.instance().register(SweepsSearchPath)
+
+
+class KeepEarlierSweepConfigs(Callback):
+    """hydra.callbacks (conf/config.yaml): a multirun into a folder that holds an earlier sweep
+    keeps that sweep's multirun.yaml as multirun.N.yaml (Hydra writes its own over it)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        from ifexp.job_identity import keep_earlier_sweep_config
+
+        kept = keep_earlier_sweep_config(config.hydra.sweep.dir)
+        if kept is not None:
+            message = f"{kept.parent} holds an earlier sweep: its multirun.yaml is kept as {kept.name}"
+            print(f"ifexp: {message}", file=sys.stderr)
 
 
 def _append_to_run_log(run_dir: Path, text: str) -> Path:

@@ -28,6 +28,7 @@ from ifexp.schema import IfexpError
 
 log = logging.getLogger(__name__)
 HYDRA_DIR = ".hydra"
+SWEEP_CONFIG = "multirun.yaml"
 DIGEST_KEY = "config_digest"
 # Config values that cannot change a result: where artifacts are cached, W&B settings, processes
 # per job (which match one process within float tolerance and are in no cache key:
@@ -124,3 +125,18 @@ def claim_run_dir(run_dir: Path, config: Mapping[str, Any], hydra_files: Mapping
     for name, text in hydra_files.items():
         (hydra_dir / name).write_text(text, encoding="utf-8")
     return digest
+
+
+def keep_earlier_sweep_config(sweep_dir: str | Path) -> Path | None:
+    """Moves an earlier sweep's multirun.yaml in `sweep_dir` to multirun.N.yaml (the first free N)
+    and returns where, before Hydra writes the new sweep's over it. A second sweep into one folder
+    (another strategy, more seeds) would otherwise leave only its own, and the folder would no
+    longer say how its other jobs were launched."""
+    current = Path(sweep_dir) / SWEEP_CONFIG
+    if not current.is_file():
+        return None
+    number = 1
+    while (kept := current.with_name(f"multirun.{number}.yaml")).exists():
+        number += 1
+    current.rename(kept)
+    return kept

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from helpers.cli import run_ifexp
+from omegaconf import OmegaConf
 
 from ifexp.report import write_report
 
@@ -196,3 +197,17 @@ def test_embedded_default_with_vllm(tmp_path):
     assert {"pass@1/leg_counting", "base_pass@1/leg_counting"} <= metrics.keys()
     assert not any(key.startswith("pass@1/") and key != "pass@1/leg_counting" for key in metrics)
     assert metrics["train/final_loss"] < metrics["train/first_loss"]
+
+
+def test_a_second_sweep_into_a_sweep_dir_keeps_the_earlier_ones_multirun_yaml(tmp_path):
+    sweep = tmp_path / "sweep"
+    # each job fails at once (no dataset.path): Hydra has written multirun.yaml by then
+    for seed in (0, 1, 2):
+        result = run_ifexp("-m", "dataset=jsonl", f"seed={seed}", "logger=none", f"hydra.sweep.dir={sweep}")
+        assert "dataset=jsonl needs dataset.path=FILE" in result.stderr
+    seeds = {
+        path.name: [o for o in OmegaConf.load(path).hydra.overrides.task if o.startswith("seed=")]
+        for path in sweep.glob("multirun*.yaml")
+    }
+    assert seeds == {"multirun.1.yaml": ["seed=0"], "multirun.2.yaml": ["seed=1"], "multirun.yaml": ["seed=2"]}
+    assert f"ifexp: {sweep} holds an earlier sweep: its multirun.yaml is kept as multirun.2.yaml" in result.stderr
