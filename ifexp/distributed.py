@@ -36,6 +36,14 @@ from ifexp.schema import CHOICES, IfexpError, expected_one_of
 LAUNCHERS = CHOICES["compute.launcher"]
 
 
+def local_device() -> torch.device:
+    """This process's device: its GPU where CUDA is available (one per process; LOCAL_RANK is set by
+    torchrun, and by `_env_from_slurm` for srun workers), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -142,7 +150,7 @@ def main(spec_path: str, result_path: str) -> None:
     _env_from_slurm()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_device())
     dist.init_process_group(backend)
     try:
         module, name, kwargs = pickle.loads(Path(spec_path).read_bytes())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -356,9 +355,8 @@ def extract_feature_store(
     out: Path,
 ) -> dict:
     """The features stage's work; in a multi-process run every process extracts a shard, rank 0 writes."""
-    import torch
 
-    from ifexp.distributed import rank_and_world
+    from ifexp.distributed import local_device, rank_and_world
     from ifexp.influence.estimator import make_projector
     from ifexp.influence.features import NonFiniteFeatures, extract_features, write_store
 
@@ -369,9 +367,7 @@ def extract_feature_store(
             f"features [{split_key}]: {encoded.n_rejected} examples have prompts that fill "
             f"model.max_seq_len={model_cfg.max_seq_len}: raise it"
         )
-    model = load_for_gradients(model_path, adapter)
-    if torch.cuda.is_available():  # one GPU per process (LOCAL_RANK is set by torchrun / srun workers)
-        model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
+    model = load_for_gradients(model_path, adapter).to(local_device())
     rows = encoded.rows()
     projector = make_projector(est, model)
     step_ends = line_break_ids(tokenizer) if est.loss_weighting == "step_mean" else None

@@ -6,7 +6,6 @@ strategies rank by. Plain functions: no Hydra, no cache (the pipeline caches the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -15,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ifexp.data import Example
+from ifexp.distributed import local_device
 from ifexp.influence.capture import per_example_losses
 from ifexp.models import load_model, load_tokenizer
 from ifexp.schema import IfexpError, ModelConfig
@@ -48,15 +48,13 @@ def perplexities(
         raise IfexpError(f"perplexity: {encoded.n_rejected} examples have prompts longer than model.max_seq_len")
     model = load_model(model_path, adapter=adapter)
     model.eval()
-    on_gpu = torch.cuda.is_available()
-    if on_gpu:  # one GPU per process, as for the features (LOCAL_RANK is set by torchrun / srun workers)
-        model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
-    device = next(model.parameters()).device
+    device = local_device()
+    model.to(device)
     rows = encoded.rows()
     # batch by length: less padding, same per-example losses
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     losses = np.empty(len(rows), dtype=np.float64)
-    with torch.no_grad(), nullcontext() if on_gpu else one_thread():
+    with torch.no_grad(), one_thread() if device.type == "cpu" else nullcontext():
         for start in tqdm(range(0, len(order), batch_size), desc="perplexity"):
             index = order[start : start + batch_size]
             batch = collate([rows[i] for i in index], tokenizer.pad_token_id)
