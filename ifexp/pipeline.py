@@ -355,7 +355,6 @@ def extract_feature_store(
     out: Path,
 ) -> dict:
     """The features stage's work; in a multi-process run every process extracts a shard, rank 0 writes."""
-
     from ifexp.distributed import local_device, rank_and_world
     from ifexp.influence.estimator import make_projector
     from ifexp.influence.features import NonFiniteFeatures, extract_features, write_store

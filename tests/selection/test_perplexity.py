@@ -9,6 +9,7 @@ from ifexp.signals import one_thread, perplexities
 
 
 def test_one_thread_inside_and_the_count_restored_after_also_on_an_error():
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         with one_thread():
@@ -18,7 +19,7 @@ def test_one_thread_inside_and_the_count_restored_after_also_on_an_error():
             raise RuntimeError("a failing forward pass")
         assert torch.get_num_threads() == 2
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads_before)
 
 
 def test_perplexity_runs_on_one_thread_and_does_not_depend_on_the_batch(
@@ -33,13 +34,18 @@ def test_perplexity_runs_on_one_thread_and_does_not_depend_on_the_batch(
             threads_seen.append(torch.get_num_threads())
         return real_forward(module, *args, **kwargs)
 
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(2)
     monkeypatch.setattr(torch.nn.Module, "__call__", recording_call)
-    batched = perplexities(tiny_model, examples, tiny_model_cfg, batch_size=4)
-    monkeypatch.undo()
+    try:
+        batched = perplexities(tiny_model, examples, tiny_model_cfg, batch_size=4)
+        threads_after = torch.get_num_threads()
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(threads_before)
 
     assert threads_seen and set(threads_seen) == {1}
-    assert torch.get_num_threads() == 2
+    assert threads_after == 2
     one_by_one = np.array([perplexities(tiny_model, [ex], tiny_model_cfg)[0] for ex in examples])
     assert batched.shape == (10,) and np.all(np.isfinite(batched)) and np.all(batched > 1.0)
     # padding and the length-sorted batching must not change a value beyond float32 rounding
