@@ -243,6 +243,33 @@ class JobConfig:
     seed: int = 0
 
 
+# Config values that cannot change a result: where artifacts are cached, the W&B settings,
+# processes per job (results match one process within float tolerance: tests/pipeline/
+# test_distributed.py), and the engine's memory, thread and reuse settings (a reused engine gives a
+# fresh one's outputs: tests/evaluate/test_engines.py). The one list: no cache key holds them, the
+# config digest of a run directory leaves them out (ifexp.job_identity), and the report never
+# separates two jobs by them. A key ending in "." is a whole group.
+CANNOT_CHANGE_A_RESULT = (
+    "paths.",
+    "logger.",
+    "compute.",
+    "engine.kv_cache_gib",
+    "engine.gpu_memory_utilization",
+    "engine.cpu_threads_bind",
+    "engine.reuse",
+)
+
+
+def cannot_change_a_result(key: str) -> bool:
+    """Is this dotted config key one of CANNOT_CHANGE_A_RESULT?"""
+    return any(key.startswith(p) if p.endswith(".") else key == p for p in CANNOT_CHANGE_A_RESULT)
+
+
+def resource_fields(group: str) -> tuple[str, ...]:
+    """The fields of one config group (e.g. "engine") that cannot change a result."""
+    return tuple(key.split(".", 1)[1] for key in CANNOT_CHANGE_A_RESULT if key.startswith(f"{group}.") and key[-1] != ".")
+
+
 class IfexpError(Exception):
     """A problem with the user's input or set-up, reported as one line without a traceback."""
 

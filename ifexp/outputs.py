@@ -1,0 +1,190 @@
+"""The run-output contract (DESIGN.md "Per-run outputs"): what a run directory holds, by name.
+
+Other people's scripts read these files, so every name, metrics key and column is spelled here
+once; the pipeline writes through these helpers, and the report and the run-directory guard read
+through them.
+
+    <run dir>/
+      .hydra/            config.yaml, hydra.yaml, overrides.yaml (written by ifexp.job_identity)
+      run.log            the job's log; a crash keeps its traceback here
+      metrics.json       flat JSON (keys below)
+      selection.json     strategy, fraction, seed, options, kept and removed example ids
+      scores.csv         one row per training example (SCORES_CSV_COLUMNS, + optional columns)
+      generations/       <arm>_<benchmark>.jsonl: each evaluated model's graded answers
+      figures/           the run's figures
+      wandb/             the W&B run (offline by default)
+
+Models of a job ("arms"): `pruned` (the strategy's selection: its keys have no prefix), `random`
+(Random pruning of the same size and seed), `base` (the base model), `full` (all of D).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+HYDRA_DIR = ".hydra"
+RUN_LOG = "run.log"
+METRICS = "metrics.json"
+SELECTION = "selection.json"
+SCORES = "scores.csv"
+GENERATIONS = "generations"
+FIGURES = "figures"
+
+# metrics.json keys that are not per benchmark
+DIGEST_KEY = "config_digest"  # the job's config digest (ifexp.job_identity)
+STRATEGY_KEY = "strategy"
+SEED_KEY = "seed"
+
+ARMS = ("pruned", "random", "base", "full")
+PASS = "pass@1"
+DELTA_VS_RANDOM = "delta_vs_random"
+GAIN_VS_BASE = "gain_vs_base"
+
+# scores.csv: the contract columns, then optional ones (flaw where the dataset has labels,
+# trace_answer_correct and self_influence where computed)
+SCORE_COLUMNS = ("s_correct", "s_incorrect", "rank_correct", "rank_incorrect", "rank_score")
+SCORES_CSV_COLUMNS = ("example_id", *SCORE_COLUMNS, "perplexity", "kept")
+OPTIONAL_SCORES_CSV_COLUMNS = ("flaw", "trace_answer_correct", "self_influence")
+
+
+def arm_prefix(arm: str) -> str:
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}: expected one of {', '.join(ARMS)}")
+    return "" if arm == "pruned" else f"{arm}_"
+
+
+def pass_key(benchmark: str, arm: str = "pruned") -> str:
+    """metrics.json key of an arm's pass@1 on a benchmark: pass@1/<b>, random_pass@1/<b>, ..."""
+    return f"{arm_prefix(arm)}{PASS}/{benchmark}"
+
+
+def delta_key(benchmark: str) -> str:
+    """pass@1 of the strategy's model minus Random's of the same size and seed."""
+    return f"{DELTA_VS_RANDOM}/{benchmark}"
+
+
+def gain_key(benchmark: str) -> str:
+    """pass@1 of the strategy's model minus the base model's."""
+    return f"{GAIN_VS_BASE}/{benchmark}"
+
+
+def length_capped_key(benchmark: str, arm: str = "pruned") -> str:
+    return f"{arm_prefix(arm)}eval/{benchmark}/n_length_capped"
+
+
+def timing_key(stage: str) -> str:
+    return f"time/{stage}_s"
+
+
+def artifact_key(name: str) -> str:
+    return f"artifact/{name}"
+
+
+def benchmarks_of(metrics: Mapping[str, Any]) -> list[str]:
+    """The benchmarks a job reported the strategy's pass@1 on, sorted."""
+    prefix = f"{PASS}/"
+    return sorted(key[len(prefix) :] for key in metrics if key.startswith(prefix))
+
+
+def generations_path(run_dir: str | Path, arm: str, benchmark: str) -> Path:
+    arm_prefix(arm)  # an unknown arm is an error, not a missing file
+    return Path(run_dir) / GENERATIONS / f"{arm}_{benchmark}.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.json and selection.json
+
+
+def write_metrics(run_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    path = Path(run_dir) / METRICS
+    path.write_text(json.dumps(dict(metrics), indent=2))
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / METRICS).read_text())
+
+
+def write_selection(
+    run_dir: str | Path,
+    strategy: str,
+    fraction: float,
+    seed: int,
+    options: Mapping[str, Any],
+    ids: Sequence[str],
+    kept: Sequence[bool],
+) -> Path:
+    """selection.json: the strategy, fraction, seed and options, and which ids were kept and removed."""
+    flags = [bool(k) for k in kept]
+    selection = {
+        "strategy": strategy,
+        "fraction": fraction,
+        "seed": seed,
+        "options": dict(options),
+        "n_kept": sum(flags),
+        "n_removed": len(flags) - sum(flags),
+        "kept": [i for i, k in zip(ids, flags, strict=True) if k],
+        "removed": [i for i, k in zip(ids, flags, strict=True) if not k],
+    }
+    path = Path(run_dir) / SELECTION
+    path.write_text(json.dumps(selection, indent=2))
+    return path
+
+
+def read_selection(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / SELECTION).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# scores.csv
+
+
+def _number(value: float, digits: int) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.{digits}g}"
+
+
+def write_scores_csv(
+    path: str | Path,
+    example_ids: Sequence[str],
+    scores: Mapping[str, Sequence[float]],
+    perplexity: Sequence[float] | None = None,
+    kept: Sequence[bool] | None = None,
+    flaw: Sequence[str] | None = None,
+    trace_answer_correct: Sequence[bool] | None = None,
+    self_influence: Sequence[float] | None = None,
+) -> None:
+    """scores.csv: one row per training example, the SCORES_CSV_COLUMNS (`scores` holds the
+    SCORE_COLUMNS arrays), then `flaw` (where the dataset has labels), `trace_answer_correct`
+    (1/0: does the trace's own final answer match the gold answer) and `self_influence` (I(d, d))
+    where given. Unknown values are left empty."""
+    optional = {"flaw": flaw, "trace_answer_correct": trace_answer_correct, "self_influence": self_influence}
+    header = [*SCORES_CSV_COLUMNS, *(name for name, values in optional.items() if values is not None)]
+    with Path(path).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i, example_id in enumerate(example_ids):
+            row: list[Any] = [example_id, *(_number(float(scores[c][i]), 8) for c in SCORE_COLUMNS)]
+            row.append("" if perplexity is None else _number(float(perplexity[i]), 6))
+            row.append("" if kept is None else int(bool(kept[i])))
+            if flaw is not None:
+                row.append(flaw[i])
+            if trace_answer_correct is not None:
+                row.append(int(bool(trace_answer_correct[i])))
+            if self_influence is not None:
+                row.append(_number(float(self_influence[i]), 8))
+            writer.writerow(row)
+
+
+def read_scores_csv(path: str | Path) -> list[dict[str, str]]:
+    """scores.csv's rows as {column: text}; refuses a file without the contract columns."""
+    with Path(path).open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in SCORES_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: not a scores.csv (missing columns {', '.join(missing)})")
+        return list(reader)

@@ -1,0 +1,63 @@
+"""One idiom for every "pick by name" choice of a job: a `Registry`.
+
+Dataset sources, model sources, generation engines, benchmarks, pruning strategies, projections
+and preconditioners are each declared once, under their name, in the module that implements
+them (`register`), and looked up by name (`registry[name]`); an unknown name is one line that
+names the config key and lists what the registry holds (`expected_one_of`). `ifexp.validation`
+checks a job's values against the registries, so a choice added by registering it is valid
+everywhere at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from ifexp.schema import IfexpError, expected_one_of
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> entry for one config key (e.g. "dataset.source"), in registration order."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str, entry: T) -> T:
+        """Adds `entry` under `name` (a name is registered once) and returns it."""
+        if name in self._entries:
+            raise ValueError(f"{self.key}: '{name}' is already registered ({self._entries[name]!r})")
+        self._entries[name] = entry
+        return entry
+
+    def add(self, name: str) -> Callable[[T], T]:
+        """The decorator form of `register`."""
+        return lambda entry: self.register(name, entry)
+
+    def __getitem__(self, name: str) -> T:
+        if name not in self._entries:
+            raise IfexpError(expected_one_of(self.key, name, self._entries))
+        return self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def items(self):
+        return self._entries.items()
+
+    def values(self):
+        return self._entries.values()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.key!r}: {', '.join(self._entries)})"
