@@ -102,7 +102,8 @@ class Features(Benchmark):
         from ifexp.data import gsm_symbolic_examples
         from ifexp.influence.estimator import make_estimator_preconditioner, make_projector
         from ifexp.influence.features import extract_features
-        from ifexp.models import load_tokenizer, prepare_model
+        from ifexp.models import load_tokenizer
+        from ifexp.stages.base_model import prepare_model
         from ifexp.train import encode_examples
 
         model_cfg = replace(load_group("model", self.model, ModelConfig), max_seq_len=self.seq_len)

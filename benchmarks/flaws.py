@@ -33,21 +33,23 @@ class Flaws(Benchmark):
 
     def execute(self) -> dict:
         from ifexp.cli import compose_job
-        from ifexp.models import prepare_model
-        from ifexp.pipeline import compute_signals, dataset_stage
+        from ifexp.pipeline import Job, compute_signals
         from ifexp.selection import flaw_detection, needed_signals, removal_scores, select
+        from ifexp.stages.base_model import prepare_model
+        from ifexp.stages.dataset import build_dataset
 
         strategies = self.strategies or registered_strategies()
         cfg = compose_job(self.overrides, check=True)
         cache_dir = Path(cfg.paths.cache_dir)
-        _, splits = dataset_stage(cfg, cache_dir)
-        n_flawed = sum(bool(e.flaw) for e in splits["train"])
+        data = build_dataset(cfg.dataset, cache_dir)
+        n_flawed = sum(bool(e.flaw) for e in data.train)
         if not n_flawed:
             raise SystemExit("ifexp-bench: error: the training set has no flaw labels (dataset.flaw_fraction=0?)")
         base = prepare_model(cfg.model, cache_dir)
         needs = set().union(*(needed_signals(strategy) for strategy in strategies))
-        timings, metrics = {}, {}
-        signals, _ = compute_signals(cfg, cache_dir, splits, base, needs, timings, metrics)
+        job = Job(cfg, cache_dir)
+        signals = compute_signals(job, data, base, needs)
+        metrics = job.metrics
         detection = {}
         for strategy in strategies:
             pruning = replace(cfg.pruning, strategy=strategy, fraction=n_flawed / len(signals.ids))
@@ -62,5 +64,5 @@ class Flaws(Benchmark):
             "theta_star": {k.removeprefix("theta_star/"): v for k, v in metrics.items() if k.startswith("theta_star/")},
             "queries": {k.removeprefix("queries/"): v for k, v in metrics.items() if k.startswith("queries/")},
             "detection": detection,
-            "seconds": timings,
+            "seconds": job.timings,
         }

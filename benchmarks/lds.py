@@ -103,7 +103,8 @@ class Lds(Benchmark):
         from ifexp.influence.features import extract_features
         from ifexp.influence.lds import linear_datamodeling_score, predicted_losses, subset_masks
         from ifexp.influence.score import influence_matrix
-        from ifexp.models import load_tokenizer, prepare_model
+        from ifexp.models import load_tokenizer
+        from ifexp.stages.base_model import prepare_model
         from ifexp.train import encode_examples, finetune
 
         started = time.perf_counter()

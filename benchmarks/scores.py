@@ -52,7 +52,8 @@ class Scores(Benchmark):
         from ifexp.influence.estimator import make_estimator_preconditioner, make_projector
         from ifexp.influence.features import extract_features
         from ifexp.influence.score import influence_matrix
-        from ifexp.models import load_tokenizer, prepare_model
+        from ifexp.models import load_tokenizer
+        from ifexp.stages.base_model import prepare_model
 
         model_cfg = replace(load_group("model", self.model, ModelConfig), max_seq_len=self.seq_len)
         est = load_group("estimator", self.estimator, EstimatorConfig)

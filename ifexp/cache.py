@@ -18,13 +18,11 @@ a builder dies, so a killed job leaves no stale lock.
 
 from __future__ import annotations
 
-import ast
 import errno
 import fcntl
 import functools
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
@@ -36,6 +34,7 @@ from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from ifexp.code_version import code_version
 from ifexp.schema import IfexpError
 
 log = logging.getLogger(__name__)
@@ -77,16 +76,6 @@ def config_slice(config: Any, exclude: Iterable[str] = ()) -> dict[str, Any]:
 
 
 @functools.cache
-def module_digest(module: str) -> str:
-    """Hash of a module's syntax tree: edits to its code count, comments and formatting do not."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"stage code: no module named {module}")
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
-
-
-@functools.cache
 def library_version(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)
@@ -120,22 +109,31 @@ class Artifact:
         return read_manifest(self.path)
 
 
+# stage name -> its Stage, as the stage modules (ifexp/stages/) declare them
+STAGES: dict[str, Stage] = {}
+
+
 @dataclass(frozen=True)
 class Stage:
-    """A stage of the chain: its name, the ifexp modules and the libraries that produce it."""
+    """A stage of the chain: its name and the module that declares it and builds its artifacts.
+
+    The stage's code version is computed from that module (`ifexp.code_version`): every ifexp
+    module in its static import closure, the libraries they import (and all these require), and
+    Python's version; `revision` is a hand-set number for what none of them shows (a changed file
+    format read by a later stage)."""
 
     name: str
-    modules: tuple[str, ...]
-    libraries: tuple[str, ...] = ()
-    # a hand-set version for what neither the code nor a library shows (a changed file format)
+    module: str
     revision: int = 1
 
+    def __post_init__(self) -> None:
+        known = STAGES.get(self.name)
+        if known is not None and known.module != self.module:
+            raise ValueError(f"stage '{self.name}' is already declared by {known.module}")
+        STAGES[self.name] = self
+
     def version(self) -> dict[str, Any]:
-        return {
-            "revision": self.revision,
-            "code": {module: module_digest(module) for module in self.modules},
-            "libraries": {library: library_version(library) for library in self.libraries},
-        }
+        return {"revision": self.revision, **code_version(self.module)}
 
     def key(self, inputs: dict[str, Any]) -> dict[str, Any]:
         return {**inputs, "version": self.version()}

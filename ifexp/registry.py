@@ -32,6 +32,10 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def unregister(self, name: str) -> T | None:
+        """Removes an entry (a test's stand-in); None where there was none."""
+        return self._entries.pop(name, None)
+
     def add(self, name: str) -> Callable[[T], T]:
         """The decorator form of `register`."""
         return lambda entry: self.register(name, entry)

@@ -7,9 +7,7 @@ value fails when the config is composed, before any work starts.
 
 from __future__ import annotations
 
-import importlib
-import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -267,144 +265,37 @@ def cannot_change_a_result(key: str) -> bool:
 
 def resource_fields(group: str) -> tuple[str, ...]:
     """The fields of one config group (e.g. "engine") that cannot change a result."""
-    return tuple(key.split(".", 1)[1] for key in CANNOT_CHANGE_A_RESULT if key.startswith(f"{group}.") and key[-1] != ".")
+    return tuple(
+        key.split(".", 1)[1] for key in CANNOT_CHANGE_A_RESULT if key.startswith(f"{group}.") and key[-1] != "."
+    )
 
 
 class IfexpError(Exception):
     """A problem with the user's input or set-up, reported as one line without a traceback."""
 
 
-class Choices(Mapping[str, tuple[str, ...]]):
-    """The allowed values of each config key that `validate` checks, as "group.field" -> values.
-
-    Most lists are fixed here. The pruning strategies and their options, and the estimator's
-    projections and preconditioners, belong to registries (`ifexp.selection.STRATEGIES`,
-    `ifexp.influence.estimator`): those lists are asked for at lookup, so that a strategy defined
-    after import counts, and so that importing the schema (and `ifexp --help`) pays for neither
-    numpy nor torch. A registry module answers with its `choices()`."""
-
-    def __init__(self, fixed: dict[str, tuple[str, ...]], registries: dict[str, str]):
-        self._fixed = fixed
-        self._registries = registries  # config group -> the module whose choices() lists the rest
-
-    def _from_registry(self, group: str) -> dict[str, tuple[str, ...]]:
-        return importlib.import_module(self._registries[group]).choices() if group in self._registries else {}
-
-    def __getitem__(self, key: str) -> tuple[str, ...]:
-        if key in self._fixed:
-            return self._fixed[key]
-        return self._from_registry(key.split(".")[0])[key]
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._fixed
-        for group in self._registries:
-            yield from self._from_registry(group)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-CHOICES = Choices(
-    {
-        "model.source": ("gguf", "tiny", "hub"),
-        "dataset.source": ("gsm_symbolic", "jsonl", "hub", "leg_counting"),
-        "dataset.answer_format": ("auto", "hash", "boxed", "last_number"),
-        "train.method": ("lora", "full"),
-        "train.mixed_precision": ("no", "bf16", "fp16"),
-        "train.overlong": ("truncate", "reject"),
-        "engine.name": ("vllm", "hf"),
-        "engine.dtype": ("float32", "bfloat16", "float16"),
-        "engine.reuse": ("auto", "always", "never"),
-        "pruning.prefilter": ("none", "answer_check"),
-        "logger.name": ("wandb", "none"),
-        "estimator.store_dtype": ("float32", "float16"),
-        "estimator.compute_dtype": ("float32", "bfloat16"),
-        "estimator.loss_weighting": ("token_mean", "step_mean"),
-        "logger.mode": ("offline", "online"),
-        "compute.launcher": ("auto", "torchrun", "srun"),
-    },
-    # estimator.projection, estimator.preconditioner; pruning.strategy and each strategy's options
-    registries={"estimator": "ifexp.influence.estimator", "pruning": "ifexp.selection"},
-)
+# The allowed values of the config fields that take one of a fixed list. The choices that are
+# registered by name (model.source, dataset.source, engine.name, eval.benchmarks, the estimator's
+# projection and preconditioner, pruning.strategy and its options) live in their registries
+# (ifexp.registry); ifexp.validation checks both.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset.answer_format": ("auto", "hash", "boxed", "last_number"),
+    "train.method": ("lora", "full"),
+    "train.mixed_precision": ("no", "bf16", "fp16"),
+    "train.overlong": ("truncate", "reject"),
+    "engine.dtype": ("float32", "bfloat16", "float16"),
+    "engine.reuse": ("auto", "always", "never"),
+    "pruning.prefilter": ("none", "answer_check"),
+    "logger.name": ("wandb", "none"),
+    "estimator.store_dtype": ("float32", "float16"),
+    "estimator.compute_dtype": ("float32", "bfloat16"),
+    "estimator.loss_weighting": ("token_mean", "step_mean"),
+    "logger.mode": ("offline", "online"),
+    "compute.launcher": ("auto", "torchrun", "srun"),
+}
 
 
 def expected_one_of(key: str, value: object, allowed: Iterable[str] | None = None) -> str:
     """The one-line message for a value outside its list (CHOICES[key] unless `allowed` is given)."""
     allowed = CHOICES[key] if allowed is None else allowed
     return f"{key}={value!r}: expected one of {', '.join(allowed)}"
-
-
-def validate(cfg: JobConfig) -> None:
-    """Check values a type cannot express, before any work starts."""
-    for key, allowed in CHOICES.items():
-        group, name = key.split(".")
-        value = getattr(getattr(cfg, group), name)
-        if value not in allowed:
-            raise IfexpError(expected_one_of(key, value, allowed))
-    if not 0.0 <= cfg.dataset.flaw_fraction < 1.0:
-        raise IfexpError(f"dataset.flaw_fraction={cfg.dataset.flaw_fraction}: must be in [0, 1)")
-    if not 0.0 <= cfg.pruning.fraction < 1.0:
-        raise IfexpError(f"pruning.fraction={cfg.pruning.fraction}: must be in [0, 1)")
-    if not 0.0 <= cfg.pruning.alpha <= 1.0:
-        raise IfexpError(f"pruning.alpha={cfg.pruning.alpha}: must be in [0, 1]")
-    if cfg.estimator.query_rank < 0:
-        raise IfexpError(f"estimator.query_rank={cfg.estimator.query_rank}: must be >= 0 (0 = exact)")
-    # what the registries know: a preconditioner's projection, a strategy's own constraints
-    # (imported here: they import this module)
-    from ifexp.influence.estimator import check as check_estimator
-    from ifexp.selection import strategy_named
-
-    check_estimator(cfg.estimator)
-    strategy_named(cfg.pruning.strategy).check(cfg)
-    if cfg.dataset.source == "leg_counting" or cfg.dataset.flaw_kinds:
-        from ifexp.tasks import validate_dataset
-
-        validate_dataset(cfg.dataset)
-    if cfg.dataset.source == "jsonl" and not cfg.dataset.path:
-        raise IfexpError("dataset=jsonl needs dataset.path=FILE")
-    validate_test_split(cfg)
-    for key in (
-        "train.batch_size",
-        "eval.n_samples",
-        "eval.max_new_tokens",
-        "dataset.max_new_tokens",
-        "model.max_seq_len",
-        "queries.n_samples",
-        "queries.max_new_tokens",
-        "compute.num_processes",
-    ):
-        group, name = key.split(".")
-        if getattr(getattr(cfg, group), name) < 1:
-            raise IfexpError(f"{key}={getattr(getattr(cfg, group), name)}: must be >= 1")
-    for group in ("eval", "queries"):
-        sampling = getattr(cfg, group)
-        if sampling.n_samples > 1 and sampling.temperature == 0:
-            raise IfexpError(f"{group}.n_samples > 1 needs {group}.temperature > 0 (greedy samples are identical)")
-
-
-def validate_test_split(cfg: JobConfig) -> None:
-    """dataset.n_test / dataset.test_path, and the in-domain benchmark's name (dataset.name)."""
-    data = cfg.dataset
-    if data.n_test < -1:
-        raise IfexpError(f"dataset.n_test={data.n_test}: must be >= 0, or -1 (auto)")
-    if data.source == "gsm_symbolic":
-        if data.n_test < 0:
-            raise IfexpError("dataset.n_test=-1 (auto) is for jsonl and hub sets: gsm_symbolic needs a number")
-        if data.test_path:
-            raise IfexpError("dataset.test_path is for jsonl and hub sets: gsm_symbolic generates its test split")
-        return
-    if data.test_path and data.n_test > 0:
-        raise IfexpError(
-            f"dataset.n_test={data.n_test} and dataset.test_path: give one (the test file holds the test problems)"
-        )
-    if data.test_path or data.n_test != 0:  # the held-out split is the benchmark named after the dataset
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", data.name):
-            raise IfexpError(
-                f"dataset.name={data.name!r}: names the in-domain benchmark (pass@1/<name>): "
-                "use letters, digits, '_', '.', '-'"
-            )
-        if data.name in cfg.eval.benchmarks:
-            raise IfexpError(
-                f"dataset.name={data.name!r} is also in eval.benchmarks: the in-domain benchmark is named after the "
-                "dataset; rename the dataset (dataset.name=...)"
-            )

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ifexp.data import Example
 from ifexp.distributed import local_device
+from ifexp.examples import Example
 from ifexp.influence.capture import per_example_losses
 from ifexp.models import load_model, load_tokenizer
 from ifexp.schema import IfexpError, ModelConfig

@@ -30,7 +30,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from ifexp.data import ANSWER_MARK, Example, distinct_items
+from ifexp.examples import ANSWER_MARK, Example
 from ifexp.schema import DatasetConfig, IfexpError
 
 ANSWER_VISIBLE = "answer_visible"
@@ -137,6 +137,26 @@ def legs_of(animal: str) -> int:
     from reasoning_gym.arithmetic.leg_counting import ANIMALS
 
     return ANIMALS[animal]
+
+
+def distinct_items(task: str, n: int, seed: int, **settings) -> list[tuple[int, str, dict]]:
+    """(index, question, item) of the first n reasoning-gym `task` items with distinct questions,
+    deterministic per seed. Oversampled: a few templates repeat a question for small seeds, and
+    only the first of each is kept."""
+    import reasoning_gym
+
+    items = reasoning_gym.create_dataset(task, seed=seed, size=max(2 * n, n + 50), **settings)
+    chosen: list[tuple[int, str, dict]] = []
+    seen_questions: set[str] = set()
+    for index, item in enumerate(items):
+        question = item["question"].strip()
+        if question in seen_questions:
+            continue
+        seen_questions.add(question)
+        chosen.append((index, question, item))
+        if len(chosen) == n:
+            return chosen
+    raise IfexpError(f"{task}: could only generate {len(chosen)} distinct problems, asked for {n}")
 
 
 def leg_counting_problems(n: int, seed: int, id_prefix: str = "legs") -> list[LegProblem]:

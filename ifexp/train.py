@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ifexp.data import Example
+from ifexp.examples import Example
 from ifexp.models import load_model, load_tokenizer
 from ifexp.prompts import encode_example
 from ifexp.schema import CHOICES, IfexpError, ModelConfig, TrainConfig, expected_one_of

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +25,15 @@ from ifexp.evaluate.benchmarks import Problem
 from ifexp.influence.estimator import make_estimator_preconditioner
 from ifexp.influence.features import read_store
 from ifexp.influence.score import influence_matrix, influence_scores, self_influence
-from ifexp.models import load_tokenizer, prepare_model
-from ifexp.pipeline import (
-    checkpoint,
-    dataset_stage,
-    eval_stage,
-    features_stage,
-    perplexity_stage,
-    query_examples,
-    read_generations,
-    sft_stage,
-)
+from ifexp.models import Checkpoint, load_tokenizer
 from ifexp.selection import auroc, flaw_aurocs
+from ifexp.stages.base_model import prepare_model
+from ifexp.stages.dataset import build_dataset
+from ifexp.stages.eval import evaluate, read_generations
+from ifexp.stages.features import build_features
+from ifexp.stages.perplexity import build_perplexity, read_perplexity
+from ifexp.stages.queries import query_examples
+from ifexp.stages.sft import build_sft
 from ifexp.train import encode_examples
 
 DEMO = ["dataset.n_train=128", "dataset.n_val=64", "train.epochs=1", "train.lr=2e-3", "queries.max_new_tokens=192"]
@@ -46,25 +42,30 @@ DEMO = ["dataset.n_train=128", "dataset.n_val=64", "train.epochs=1", "train.lr=2
 def main(overrides: list[str]) -> None:
     cfg = compose_job([*DEMO, "logger=none", *overrides], check=True)
     cache = Path(cfg.paths.cache_dir)
-    _, splits = dataset_stage(cfg, cache)
-    train, val = splits["train"], splits["val"]
+    data = build_dataset(cfg.dataset, cache)
+    train, val = data.train, data.val
     base = prepare_model(cfg.model, cache)
-    theta = sft_stage(cfg, cache, cfg.model, base, train, cfg.scorer_seed)
+    theta = Checkpoint(base, build_sft(cache, base, train, cfg.model, cfg.train, cfg.scorer_seed, cfg.compute))
     problems = {"val": [Problem(e.id, e.question, e.answer) for e in val]}
-    answers = eval_stage(
-        cfg,
+    answers = evaluate(
         cache,
-        {"theta": checkpoint(cfg, base, theta)},
+        {"theta": theta},
         problems,
-        asdict(cfg.queries),
+        cfg.queries,
+        cfg.engine,
+        cfg.dataset,
         cfg.model.system_prompt,
         cfg.scorer_seed,
     )["theta"]["val"]
     queries, correct = query_examples(read_generations(answers))
+
+    def store(examples, name):
+        return build_features(cache, cfg.estimator, cfg.model, theta, examples, name, cfg.compute)
+
     stores = {
-        "train": features_stage(cfg, cache, cfg.model, checkpoint(cfg, base, theta), train, "train"),
-        "references": features_stage(cfg, cache, cfg.model, checkpoint(cfg, base, theta), val, "val_references"),
-        "queries": features_stage(cfg, cache, cfg.model, checkpoint(cfg, base, theta), queries, "queries"),
+        "train": store(train, "train"),
+        "references": store(val, "val_references"),
+        "queries": store(queries, "queries"),
     }
     train_f, ref_f, query_f = (np.array(read_store(stores[k])[1], dtype=np.float32) for k in stores)
     flawed = np.array([bool(e.flaw) for e in train])
@@ -76,7 +77,7 @@ def main(overrides: list[str]) -> None:
         rows[name] = {"auroc": aurocs.pop("all"), **aurocs}
         print(f"{name:45s} {rows[name]}", flush=True)
 
-    perplexity = np.load(perplexity_stage(cfg, cache, base, train) / "perplexity.npy")
+    perplexity = read_perplexity(build_perplexity(cache, base, cfg.model, train, cfg.estimator.batch_size))
     report("perplexity (base model, high removed)", perplexity)
 
     def fitted(features: np.ndarray):

@@ -25,9 +25,12 @@ from ifexp.cli import compose_job
 from ifexp.influence.estimator import make_estimator_preconditioner, make_projector
 from ifexp.influence.features import extract_features, read_store
 from ifexp.influence.score import self_influence
-from ifexp.models import load_for_gradients, load_tokenizer, prepare_model
-from ifexp.pipeline import checkpoint, dataset_stage, features_stage, sft_stage
+from ifexp.models import Checkpoint, load_for_gradients, load_tokenizer
 from ifexp.selection import flaw_aurocs
+from ifexp.stages.base_model import prepare_model
+from ifexp.stages.dataset import build_dataset
+from ifexp.stages.features import build_features
+from ifexp.stages.sft import build_sft
 from ifexp.train import collate, encode_examples, line_break_ids, step_spans
 
 
@@ -35,12 +38,13 @@ def main(overrides: list[str]) -> None:
     cfg = compose_job(["sweeps=cpu_demo", "logger=none", *overrides], check=True)
     cfg = replace(cfg, estimator=replace(cfg.estimator, loss_weighting="token_mean"))
     cache = Path(cfg.paths.cache_dir)
-    _, splits = dataset_stage(cfg, cache)
-    train = splits["train"]
+    train = build_dataset(cfg.dataset, cache).train
     base = prepare_model(cfg.model, cache)
-    theta = sft_stage(cfg, cache, cfg.model, base, train, cfg.scorer_seed, replace(cfg.train, epochs=cfg.scorer_epochs))
-    theta_star = checkpoint(cfg, base, theta)
-    traces = np.array(read_store(features_stage(cfg, cache, cfg.model, theta_star, train, "train"))[1], np.float32)
+    scorer_train = replace(cfg.train, epochs=cfg.scorer_epochs)
+    theta = build_sft(cache, base, train, cfg.model, scorer_train, cfg.scorer_seed, cfg.compute)
+    theta_star = Checkpoint(base, theta, cfg.train.method)
+    store = build_features(cache, cfg.estimator, cfg.model, theta_star, train, "train", cfg.compute)
+    traces = np.array(read_store(store)[1], np.float32)
     tokenizer = load_tokenizer(base)
     step_ends = line_break_ids(tokenizer)
     encoded = encode_examples(tokenizer, train, cfg.model, "truncate")

@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ifexp.data import Example, read_jsonl
+from ifexp.examples import Example, read_jsonl
 
 
 def animals_in_trace(cot: str) -> int:

@@ -26,7 +26,7 @@ def tiny_model_cfg():
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_cfg, cache_dir) -> str:
-    from ifexp.models import prepare_model
+    from ifexp.stages.base_model import prepare_model
 
     return prepare_model(tiny_model_cfg, cache_dir)
 

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ifexp.schema import EngineConfig, IfexpError, expected_one_of
+from ifexp.registry import Registry
+from ifexp.schema import EngineConfig, IfexpError
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +132,7 @@ def check_model_len(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str
 
 def generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
     """job name -> per prompt, its samples."""
-    if engine.name == "hf":
-        check_model_len(engine, jobs)  # the same limits as vLLM, so a config that runs on one runs on both
-        return {job.name: hf_generate(job, engine) for job in jobs}
-    if engine.name == "vllm":
-        return vllm_generate(engine, jobs)
-    raise IfexpError(expected_one_of("engine.name", engine.name))
+    return ENGINES[engine.name](engine, jobs)
 
 
 def cut_at_eos(token_ids: list[int], eos_ids: set[int]) -> list[int]:
@@ -357,3 +353,13 @@ def vllm_generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, 
             finally:
                 server.close()
     return results
+
+
+def _hf_generate_all(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
+    check_model_len(engine, jobs)  # the same limits as vLLM, so a config that runs on one runs on both
+    return {job.name: hf_generate(job, engine) for job in jobs}
+
+
+ENGINES = Registry("engine.name")  # TEMPORARY (replaced by the grading branch)
+ENGINES.register("vllm", vllm_generate)
+ENGINES.register("hf", _hf_generate_all)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ifexp.data import ANSWER_MARK, Example, answer_line
+from ifexp.examples import ANSWER_MARK, Example, answer_line
 from ifexp.schema import CHOICES, IfexpError
 
 ANSWER_FORMATS = CHOICES["dataset.answer_format"]

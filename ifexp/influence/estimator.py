@@ -2,7 +2,7 @@
 
 The projections (`project.PROJECTIONS`) and preconditioners (`precondition.PRECONDITIONERS`) are
 registries: a class that declares its name is an allowed estimator.projection /
-estimator.preconditioner value (`choices`, read by schema.CHOICES) and is built from here.
+estimator.preconditioner value (`choices`, read by ifexp.validation) and is built from here.
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ from torch import nn
 from ifexp.influence.capture import trainable_linears
 from ifexp.influence.precondition import PRECONDITIONERS, Preconditioner, make_preconditioner
 from ifexp.influence.project import PROJECTIONS, Projector
-from ifexp.schema import EstimatorConfig, IfexpError, expected_one_of
+from ifexp.schema import EstimatorConfig, IfexpError
 
 
 def choices() -> dict[str, tuple[str, ...]]:
-    """The registered projections and preconditioners, as schema.CHOICES keys."""
+    """The registered projections and preconditioners, as config keys -> allowed values."""
     return {"estimator.projection": tuple(PROJECTIONS), "estimator.preconditioner": tuple(PRECONDITIONERS)}
 
 
 def _projection_mismatch(cfg: EstimatorConfig) -> str | None:
     """What is wrong when the preconditioner is fitted from another projection's statistics."""
-    preconditioner = PRECONDITIONERS.get(cfg.preconditioner)
-    needed = preconditioner.needs_projection if preconditioner is not None else None
+    needed = PRECONDITIONERS[cfg.preconditioner].needs_projection if cfg.preconditioner in PRECONDITIONERS else None
     if needed is not None and cfg.projection != needed:
         return f"estimator.preconditioner={cfg.preconditioner} needs estimator.projection={needed}"
     return None
@@ -42,8 +41,6 @@ def layer_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 def make_projector(cfg: EstimatorConfig, model: nn.Module) -> Projector:
     """The projector cfg.projection names, for the model's trainable layers."""
-    if cfg.projection not in PROJECTIONS:
-        raise ValueError(expected_one_of("estimator.projection", cfg.projection, PROJECTIONS))
     return PROJECTIONS[cfg.projection].from_config(cfg, layer_shapes(model))
 
 

@@ -16,10 +16,10 @@ from typing import ClassVar
 
 import torch
 
-from ifexp.schema import expected_one_of
+from ifexp.registry import Registry
 
 # estimator.preconditioner -> its class, in definition order
-PRECONDITIONERS: dict[str, type[Preconditioner]] = {}
+PRECONDITIONERS: Registry[type[Preconditioner]] = Registry("estimator.preconditioner")
 
 
 def _unit(features: torch.Tensor) -> torch.Tensor:
@@ -36,9 +36,7 @@ class Preconditioner:
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            if cls.name in PRECONDITIONERS:
-                raise ValueError(f"preconditioner '{cls.name}' is already registered ({PRECONDITIONERS[cls.name]})")
-            PRECONDITIONERS[cls.name] = cls
+            PRECONDITIONERS.register(cls.name, cls)
 
     @classmethod
     def from_config(cls, damping: float, kfac_factors: dict[str, dict] | None = None) -> Preconditioner:
@@ -146,6 +144,4 @@ class KFAC(Preconditioner):
 
 def make_preconditioner(name: str, damping: float = 0.1, kfac_factors: dict[str, dict] | None = None) -> Preconditioner:
     """An unfitted preconditioner by its registered name (kfac: with the Kronecker projector's factors)."""
-    if name not in PRECONDITIONERS:
-        raise ValueError(expected_one_of("estimator.preconditioner", name, PRECONDITIONERS))
     return PRECONDITIONERS[name].from_config(damping, kfac_factors)

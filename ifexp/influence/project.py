@@ -23,10 +23,11 @@ from typing import ClassVar
 import torch
 
 from ifexp.influence.capture import LayerRecorder, per_example_gradients
+from ifexp.registry import Registry
 from ifexp.schema import EstimatorConfig
 
 # estimator.projection -> the class that builds it, in definition order
-PROJECTIONS: dict[str, type[Projector]] = {}
+PROJECTIONS: Registry[type[Projector]] = Registry("estimator.projection")
 
 
 def _generator(seed: int, *salt: int) -> torch.Generator:
@@ -47,9 +48,7 @@ class Projector:
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         for name in cls.__dict__.get("projections", ()):
-            if name in PROJECTIONS:
-                raise ValueError(f"projection '{name}' is already registered ({PROJECTIONS[name]})")
-            PROJECTIONS[name] = cls
+            PROJECTIONS.register(name, cls)
 
     @classmethod
     def from_config(cls, cfg: EstimatorConfig, layer_shapes: dict[str, tuple[int, int]]) -> Projector:

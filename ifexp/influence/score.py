@@ -7,10 +7,6 @@ likely): both features are gradients of the loss, and a step -eta g(d) changes l
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Sequence
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -106,44 +102,3 @@ def rank_score(rank_correct: np.ndarray, rank_incorrect: np.ndarray) -> np.ndarr
     """r = r_C - r_I: an example's mean percentile over the correct queries less that over the
     incorrect ones (NaN where either side has no queries)."""
     return rank_correct - rank_incorrect
-
-
-SCORE_COLUMNS = ("s_correct", "s_incorrect", "rank_correct", "rank_incorrect", "rank_score")
-
-
-def write_scores_csv(
-    path: str | Path,
-    example_ids: Sequence[str],
-    scores: dict[str, np.ndarray],
-    perplexity: Sequence[float] | None = None,
-    kept: Sequence[bool] | None = None,
-    flaw: Sequence[str] | None = None,
-    trace_answer_correct: Sequence[bool] | None = None,
-    self_influence: Sequence[float] | None = None,
-) -> None:
-    """scores.csv (DESIGN.md contract): one row per training example.
-
-    Columns: example_id, s_correct, s_incorrect, rank_correct, rank_incorrect, rank_score,
-    perplexity, kept (+ flaw where the dataset has labels, + trace_answer_correct (1/0: does the
-    trace's own final answer match the gold answer) and self_influence (I(d, d)) where given).
-    Unknown values are left empty.
-    """
-    header = ["example_id", *SCORE_COLUMNS, "perplexity", "kept"]
-    header += ["flaw"] if flaw is not None else []
-    header += ["trace_answer_correct"] if trace_answer_correct is not None else []
-    header += ["self_influence"] if self_influence is not None else []
-    with Path(path).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for i, example_id in enumerate(example_ids):
-            row = [example_id]
-            row += ["" if np.isnan(scores[c][i]) else f"{scores[c][i]:.8g}" for c in SCORE_COLUMNS]
-            row.append("" if perplexity is None else f"{perplexity[i]:.6g}")
-            row.append("" if kept is None else int(bool(kept[i])))
-            if flaw is not None:
-                row.append(flaw[i])
-            if trace_answer_correct is not None:
-                row.append(int(bool(trace_answer_correct[i])))
-            if self_influence is not None:
-                row.append(f"{self_influence[i]:.8g}")
-            writer.writerow(row)

@@ -3,7 +3,7 @@
 A strategy is a `Strategy` subclass that declares itself once: its `name` (pruning.strategy, and
 conf/pruning/<name>.yaml), the signals it `needs`, the PruningConfig `options` it reads with their
 allowed values, and its `removal_scores` (higher = removed first). Defining the class registers
-it in `STRATEGIES`, as kronfluence's factor configs do; schema.CHOICES and schema.validate ask
+it in `STRATEGIES`, as kronfluence's factor configs do; ifexp.validation asks
 this registry, and the pipeline computes only what `needs` names.
 """
 
@@ -16,14 +16,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from ifexp.schema import IfexpError, JobConfig, PruningConfig, expected_one_of
+from ifexp.registry import Registry
+from ifexp.schema import IfexpError, JobConfig, PruningConfig
 
 # What a strategy may need computed beyond the trace answers and lengths, which are always there:
 # s_C / s_I and their ranks (theta*, its graded answers, both feature stores), I(d, d), the base
 # model's perplexity, embeddings, the loss under theta*.
 SIGNALS = ("influence", "perplexity", "embedding", "self_influence", "theta_loss")
 # pruning.strategy -> its class, in definition order
-STRATEGIES: dict[str, type[Strategy]] = {}
+STRATEGIES: Registry[type[Strategy]] = Registry("pruning.strategy")
 
 
 @dataclass
@@ -68,8 +69,6 @@ class Strategy:
         if "name" not in cls.__dict__:
             return
         cls.needs = frozenset(cls.needs)
-        if cls.name in STRATEGIES:
-            raise TypeError(f"pruning strategy '{cls.name}' is already registered ({STRATEGIES[cls.name]})")
         if not cls.needs <= set(SIGNALS):
             raise TypeError(f"{cls.__name__}.needs: {sorted(cls.needs - set(SIGNALS))} not in {SIGNALS}")
         config_fields = {f.name for f in fields(PruningConfig)}
@@ -81,7 +80,7 @@ class Strategy:
             # one list per config field: validate checks a field whatever the strategy
             if option in declared and declared[option] != tuple(values):
                 raise TypeError(f"{cls.__name__}.options: '{option}' is already {declared[option]}")
-        STRATEGIES[cls.name] = cls
+        STRATEGIES.register(cls.name, cls)
 
     def check(self, cfg: JobConfig) -> None:
         """What schema.validate cannot say about a job with this strategy (raise IfexpError)."""
@@ -116,8 +115,6 @@ def choices() -> dict[str, tuple[str, ...]]:
 
 def strategy_named(name: str) -> Strategy:
     """The registered strategy of that name."""
-    if name not in STRATEGIES:
-        raise IfexpError(expected_one_of("pruning.strategy", name, STRATEGIES))
     return STRATEGIES[name]()
 
 

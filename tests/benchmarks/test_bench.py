@@ -7,7 +7,7 @@ import torch
 from helpers.data import EASY_TRAINING
 
 from benchmarks.cli import COMMANDS, main, parser
-from ifexp.schema import CHOICES
+from ifexp.validation import choices
 
 
 def test_bench_features_writes_json(tiny_model, cache_dir, tmp_path, capsys):
@@ -93,7 +93,7 @@ def test_bench_e2e_times_a_whole_sweep(easy_cot, tmp_path):
     overrides = [*EASY_TRAINING, f"dataset.path={easy_cot}"]
     main(["e2e", "--sweep", "tiny_all", "--work-dir", str(tmp_path / "work"), "--out", str(out), *overrides])
     result = json.loads(out.read_text())
-    assert result["exit_code"] == 0 and result["n_jobs"] == len(CHOICES["pruning.strategy"])  # tiny_all: every one
+    assert result["exit_code"] == 0 and result["n_jobs"] == len(choices()["pruning.strategy"])  # tiny_all: every one
     assert {"sft", "features", "scores", "eval"} <= set(result["stages"])
     assert result["wall_s"] > sum(stage["slowest_s"] for stage in result["stages"].values()) * 0.5
 
@@ -156,4 +156,4 @@ def test_options_are_the_dataclass_fields():
     assert flaws["strategies"] == ["random", "oracle"] and flaws["overrides"] == []
     from benchmarks.flaws import registered_strategies
 
-    assert registered_strategies() == list(CHOICES["pruning.strategy"])  # without --strategies: the registry's
+    assert registered_strategies() == list(choices()["pruning.strategy"])  # without --strategies: the registry's

@@ -13,7 +13,7 @@ import pytest
 from helpers.jobs import expand_sweep
 
 from ifexp.cli import compose_job
-from ifexp.data import Example
+from ifexp.examples import Example
 from ifexp.models import load_tokenizer
 from ifexp.schema import CHOICES, JobConfig, ModelConfig
 from ifexp.train import encode_examples

@@ -5,21 +5,11 @@ from dataclasses import replace
 import pytest
 
 import ifexp.data
-from ifexp.data import (
-    ANSWER_MARK,
-    FLAW_KINDS,
-    Example,
-    _with_final_answer,
-    answer_line,
-    build_splits,
-    corrupt,
-    gsm_symbolic_examples,
-    inject_flaws,
-    read_jsonl,
-    write_jsonl,
-)
+from ifexp.data import FLAW_KINDS, _with_final_answer, build_splits, corrupt, gsm_symbolic_examples, inject_flaws
 from ifexp.evaluate.grading import check_trace_answers
-from ifexp.schema import DatasetConfig, IfexpError, JobConfig, validate
+from ifexp.examples import ANSWER_MARK, Example, answer_line, read_jsonl, write_jsonl
+from ifexp.schema import DatasetConfig, IfexpError, JobConfig
+from ifexp.validation import validate
 
 
 def write_lines(path, lines):
@@ -200,7 +190,7 @@ def arithmetic_records(n: int, repeats: dict[int, int] | None = None) -> list[di
 
 
 def keys(examples):
-    from ifexp.data import question_key
+    from ifexp.examples import question_key
 
     return {question_key(e.question) for e in examples}
 
@@ -296,7 +286,13 @@ def test_too_large_a_test_split_leaves_no_training_example(tmp_path):
             "dataset.test_path is for jsonl and hub sets",
         ),
         ({"n_test": 5, "test_path": "t.jsonl"}, None, "dataset.n_test=5 and dataset.test_path: give one"),
-        ({"name": "asdiv"}, ["asdiv"], "dataset.name='asdiv' is also in eval.benchmarks"),
+        ({"name": "asdiv"}, ["asdiv"], "dataset.name='asdiv' is the name of a benchmark"),
+        ({"name": "asdiv"}, None, "dataset.name='asdiv' is the name of a benchmark"),
+        (
+            {"source": "gsm_symbolic", "n_test": 9},
+            ["gsm_symbolic"],
+            "eval.benchmarks lists 'gsm_symbolic', the task dataset.source=gsm_symbolic generates",
+        ),
         ({"name": "my/data"}, None, "dataset.name='my/data': names the in-domain benchmark"),
     ],
 )
@@ -312,17 +308,34 @@ def test_test_split_settings_fail_validation_in_one_line(dataset, benchmarks, me
     validate(JobConfig(dataset=DatasetConfig(**(settings | {"n_test": 0, "test_path": None})), eval=eval_cfg))
 
 
-def test_the_in_domain_benchmark_is_the_whole_test_split_and_named_after_the_dataset():
-    from ifexp.evaluate.benchmarks import in_domain_benchmark
+@pytest.mark.parametrize("source", ["jsonl", "gsm_symbolic", "leg_counting"])
+def test_the_in_domain_benchmark_is_the_whole_test_split_and_named_after_the_dataset(source):
     from ifexp.pipeline import load_benchmarks
 
     test = [Example(f"t{i}", f"q{i}", "c", str(i)) for i in range(70)]
-    cfg = JobConfig(dataset=DatasetConfig(name="mine", source="jsonl", path="d.jsonl", n_test=70))
+    path = "d.jsonl" if source == "jsonl" else None
+    cfg = JobConfig(dataset=DatasetConfig(name="mine", source=source, path=path, n_test=70))
     cfg.eval.benchmarks, cfg.eval.max_examples = ["basic_arithmetic"], 5
-    benchmarks = load_benchmarks(cfg, {"train": [], "val": [], "test": test})
+    validate(cfg)
+    benchmarks = load_benchmarks(cfg, test)
     assert list(benchmarks) == ["mine", "basic_arithmetic"]
     assert [p.id for p in benchmarks["mine"]] == [e.id for e in test]  # dataset.n_test sizes it, not max_examples
     assert len(benchmarks["basic_arithmetic"]) == 5
-    assert list(load_benchmarks(cfg, {"train": [], "val": [], "test": []})) == ["basic_arithmetic"]
-    with pytest.raises(IfexpError, match="dataset.name='champ' is the name of a benchmark"):
-        in_domain_benchmark("champ", test)
+    assert list(load_benchmarks(cfg, [])) == ["basic_arithmetic"]
+
+
+def test_gsm_symbolic_is_in_domain_like_every_dataset_and_a_job_with_nothing_to_evaluate_stops():
+    from ifexp.pipeline import load_benchmarks
+
+    test = [Example(f"t{i}", f"q{i}", "c", str(i)) for i in range(3)]
+    cfg = JobConfig(dataset=DatasetConfig(name="gsm_symbolic", source="gsm_symbolic", n_test=3))
+    cfg.eval.benchmarks = []  # eval=in_domain, the default
+    validate(cfg)
+    assert {name: [p.id for p in problems] for name, problems in load_benchmarks(cfg, test).items()} == {
+        "gsm_symbolic": ["t0", "t1", "t2"]
+    }
+    cfg.eval.benchmarks = ["gsm_symbolic"]  # eval=math_offline lists it: the same held-out split, once
+    assert [p.id for p in load_benchmarks(cfg, test)["gsm_symbolic"]] == ["t0", "t1", "t2"]
+    cfg.eval.benchmarks = []
+    with pytest.raises(IfexpError, match="nothing to evaluate: dataset 'gsm_symbolic' holds out no test problems"):
+        load_benchmarks(cfg, [])

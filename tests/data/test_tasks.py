@@ -8,7 +8,7 @@ import pytest
 
 from ifexp.data import build_splits
 from ifexp.evaluate.grading import check_trace_answers
-from ifexp.schema import DatasetConfig, IfexpError, JobConfig, validate
+from ifexp.schema import DatasetConfig, IfexpError, JobConfig
 from ifexp.tasks import (
     ANSWER_PRESERVING,
     ANSWER_VISIBLE,
@@ -21,6 +21,7 @@ from ifexp.tasks import (
     leg_counting_problems,
     legs_of,
 )
+from ifexp.validation import validate
 
 LINE = re.compile(
     r"^An? (?P<animal>.+) has (?P<stated>\d+) legs, so (?P<count>\d+) .+ "
@@ -82,7 +83,7 @@ def flawed_examples(kind: str, n: int = 30):
 
 @pytest.mark.parametrize("kind", list(LEG_COUNTING_FLAWS))
 def test_each_flaw_keeps_or_breaks_the_final_answer_as_its_family_says(kind):
-    from ifexp.data import Example
+    from ifexp.examples import Example
 
     cases = flawed_examples(kind)
     flawed = [Example(p.id, p.question, cot, str(p.total), kind) for p, _, cot in cases]
@@ -202,7 +203,7 @@ def test_dataset_leg_counting_composes_and_its_test_split_is_the_in_domain_bench
     assert mix.flaw_fraction == 0.25
     cfg.dataset = leg_config(n_test=12)
     splits = build_splits(cfg.dataset)
-    benchmarks = load_benchmarks(cfg, splits)
+    benchmarks = load_benchmarks(cfg, splits["test"])
     assert list(benchmarks) == ["leg_counting"]
     assert [(p.id, p.question, p.answer) for p in benchmarks["leg_counting"]] == [
         (e.id, e.question, e.answer) for e in splits["test"]

@@ -1,7 +1,7 @@
 import pytest
 
-from ifexp.data import Example
 from ifexp.evaluate.grading import check_trace_answers, extract_answer, is_correct, pass_at_1, trace_answer_correct
+from ifexp.examples import Example
 from ifexp.schema import IfexpError
 
 

@@ -7,11 +7,20 @@ import yaml
 
 from helpers import REPO
 from ifexp.cli import compose_job
-from ifexp.influence.score import SCORE_COLUMNS
 
-# The columns every scores.csv starts with (DESIGN.md's contract); flaw, trace_answer_correct and
-# self_influence follow where a job has them.
-SCORES_CSV_COLUMNS = ["example_id", *SCORE_COLUMNS, "perplexity", "kept"]
+# The columns every scores.csv starts with, as DESIGN.md's contract spells them (not read from the
+# code, so that a renamed column fails); flaw, trace_answer_correct and self_influence follow
+# where a job has them.
+SCORES_CSV_COLUMNS = [
+    "example_id",
+    "s_correct",
+    "s_incorrect",
+    "rank_correct",
+    "rank_incorrect",
+    "rank_score",
+    "perplexity",
+    "kept",
+]
 
 
 def run(overrides: list[str], run_dir: Path) -> dict:

@@ -17,9 +17,9 @@ from ifexp.influence.score import (
     lowrank_queries,
     percentile_ranks,
     self_influence,
-    write_scores_csv,
 )
 from ifexp.models import load_model, load_tokenizer
+from ifexp.outputs import write_scores_csv
 from ifexp.schema import TrainConfig
 from ifexp.train import apply_lora, collate, encode_examples
 
@@ -178,7 +178,8 @@ def test_self_influence_is_the_diagonal_of_train_on_train_influence(estimator):
 
 
 def test_self_influence_pruning_rejects_the_cosine_estimator():
-    from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, PruningConfig, validate
+    from ifexp.schema import EstimatorConfig, IfexpError, JobConfig, PruningConfig
+    from ifexp.validation import validate
 
     def job(preconditioner: str, strategy: str = "self_influence") -> JobConfig:
         return JobConfig(

@@ -1,11 +1,10 @@
 """Every artifact is identified by what produced it: its config slice, its inputs' digests and
-the code that made it. Nothing is reused that could differ; nothing that cannot differ is
-recomputed."""
+the code that made it (tests/pipeline/test_code_version.py: edits in a copy of the tree). Nothing
+is reused that could differ; nothing that cannot differ is recomputed."""
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import pytest
 from helpers.data import EASY_TRAINING, read_records
 from helpers.jobs import run
 
-from ifexp import cache
-from ifexp.cache import Stage, config_slice, module_digest
+from ifexp.cache import Stage, config_slice
 
 # A small job on the tiny model; high_harm needs theta*, its graded answers, both feature
 # stores and the scores, so every stage of the chain runs.
@@ -61,83 +59,18 @@ def test_full_finetuning_evaluates_each_model_from_its_own_generations(easy_cot,
         assert metrics[f"{prefix}eval/gsm_symbolic/n_length_capped"] == n_capped
 
 
-def artifacts_before_and_after_an_edit(module: str, easy_cot, tmp_path, monkeypatch):
-    """The artifacts of one high_harm job, then of the same job after `module`'s code "changed"
-    (its digest, as an edit would change it)."""
-    overrides = [*SMALL, f"dataset.path={easy_cot}", "pruning=high_harm", f"paths.cache_dir={tmp_path}/cache"]
-    before = artifacts(run(overrides, tmp_path / "before"))
-    pretend_edited(module, monkeypatch)
-    return before, artifacts(run(overrides, tmp_path / "after"))
-
-
-def pretend_edited(module: str, monkeypatch) -> None:
-    edited = module_digest(module) + "-edited"
-    original = cache.module_digest
-    monkeypatch.setattr(cache, "module_digest", lambda m: edited if m == module else original(m))
-
-
-def test_a_changed_grader_recomputes_the_evaluations_and_nothing_else(easy_cot, tmp_path, monkeypatch):
-    before, after = artifacts_before_and_after_an_edit("ifexp.evaluate.grading", easy_cot, tmp_path, monkeypatch)
-
-    assert before.keys() == after.keys()
-    changed = {k for k in before if before[k] != after[k]}
-    # theta*'s graded answers and every benchmark evaluation; the gradients of theta*'s answers do
-    # not depend on their grades, and these grades did not change, so features and scores stay
-    assert changed == {"artifact/queries"} | {k for k in before if k.startswith("artifact/eval/")}
-    for key in ("artifact/dataset", "artifact/base_model", "artifact/sft_full", "artifact/sft_pruned"):
-        assert before[key] == after[key]
-
-
-def test_a_changed_prompt_recomputes_what_encodes_a_prompt_but_not_the_data(easy_cot, tmp_path, monkeypatch):
-    before, after = artifacts_before_and_after_an_edit("ifexp.prompts", easy_cot, tmp_path, monkeypatch)
-
-    # the tiny model's tokenizer is trained on prompts, so with it even the base model changes;
-    # the data do not
-    unchanged = {k for k in before if before[k] == after[k]}
-    assert unchanged == {"artifact/dataset"}
-
-
-def test_exactly_the_stages_that_encode_a_prompt_name_the_prompt_code(monkeypatch):
-    from ifexp import pipeline
-    from ifexp.models import BASE_MODEL
-
-    stages = {
-        s.name: s
-        for s in (BASE_MODEL, pipeline.DATASET, pipeline.SFT, pipeline.EVAL, pipeline.FEATURES, pipeline.SCORES)
-        + (pipeline.SELF_INFLUENCE, pipeline.PERPLEXITY, pipeline.EMBEDDING)
-    }
-    before = {name: stage.version() for name, stage in stages.items()}
-    pretend_edited("ifexp.prompts", monkeypatch)
-    changed = {name for name, stage in stages.items() if stage.version() != before[name]}
-    assert changed == {"sft", "eval", "features", "perplexity"}
-
-
-def test_module_digest_sees_code_but_not_comments(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = tmp_path / "ifexp_probe_module.py"
-    digests = []
-    for source in (
-        "def grade(x):\n    return x > 0\n",
-        "# a comment\ndef grade(x):\n\n    return x > 0  # why\n",
-        "def grade(x):\n    return x >= 0\n",
-    ):
-        module.write_text(source)
-        module_digest.cache_clear()
-        digests.append(module_digest("ifexp_probe_module"))
-    module_digest.cache_clear()
-    sys.modules.pop("ifexp_probe_module", None)
-    assert digests[0] == digests[1] != digests[2]
-
-
 def test_stage_keys_hold_code_and_library_versions(tmp_path):
-    stage = Stage("probe", ("ifexp.evaluate.grading",), ("torch", "no-such-library"))
+    stage = Stage("probe", "ifexp.stages.eval")
     version = stage.version()
-    assert version["code"] == {"ifexp.evaluate.grading": module_digest("ifexp.evaluate.grading")}
-    assert version["libraries"]["torch"].startswith("2.") and version["libraries"]["no-such-library"] is None
+    assert version["code"]["ifexp.evaluate.grading"] and version["code"]["ifexp.stages.eval"]
+    assert version["libraries"]["torch"].startswith("2.") and version["python"].startswith("3.")
     assert stage.locate(tmp_path, {"a": 1}) != stage.locate(tmp_path, {"a": 2})
     assert stage.find(tmp_path, {"a": 1}) is None
     built = stage.get(tmp_path, {"a": 1}, lambda out: {"n": 1})
     assert stage.find(tmp_path, {"a": 1}) == built and built.manifest()["n"] == 1
+    assert built.manifest()["key"]["version"] == json.loads(json.dumps(version))
+    with pytest.raises(ValueError, match="already declared"):
+        Stage("probe", "ifexp.stages.sft")
 
 
 @dataclass

@@ -1,4 +1,6 @@
-import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,5 +35,12 @@ def test_failed_build_leaves_nothing_visible(tmp_path):
 
 
 def test_hash_is_stable_and_order_free():
-    assert content_hash({"a": 1, "b": [1, 2]}) == content_hash({"b": [1, 2], "a": 1})
-    assert json.loads(json.dumps(content_hash({"x": 1})))
+    key = {"a": 1, "b": [1, 2], "c": {"x": None, "y": "text"}}
+    assert content_hash(key) == content_hash({"c": {"y": "text", "x": None}, "b": [1, 2], "a": 1})
+    assert content_hash(key) != content_hash({**key, "b": [2, 1]})  # a list's order is content
+    assert content_hash(key) != content_hash({**key, "a": 2})
+    # the same in another process whose str hashing is salted differently
+    probe = f"from ifexp.cache import content_hash; print(content_hash({key!r}))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    other = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == content_hash(key)

@@ -12,8 +12,8 @@ from peft import PeftModel
 
 from ifexp.distributed import run_sharded
 from ifexp.models import load_model
-from ifexp.pipeline import extract_feature_store
 from ifexp.schema import EstimatorConfig, IfexpError, TrainConfig
+from ifexp.stages.features import extract_feature_store
 from ifexp.train import finetune
 
 

@@ -7,8 +7,11 @@ import pytest
 
 from ifexp.cache import read_manifest
 from ifexp.influence.features import read_store
-from ifexp.pipeline import checkpoint, dataset_stage, features_stage, sft_stage
+from ifexp.models import Checkpoint
 from ifexp.schema import DatasetConfig, EstimatorConfig, JobConfig, TrainConfig
+from ifexp.stages.dataset import build_dataset
+from ifexp.stages.features import build_features
+from ifexp.stages.sft import build_sft
 
 
 def fine_tuned(tiny_model, tiny_model_cfg, cache_dir, n_train: int):
@@ -19,9 +22,9 @@ def fine_tuned(tiny_model, tiny_model_cfg, cache_dir, n_train: int):
         train=TrainConfig(max_steps=2, batch_size=4, lr=1e-2),
         estimator=EstimatorConfig(projection="sjlt", k=256, batch_size=4),
     )
-    _, splits = dataset_stage(cfg, cache_dir)
-    sft = sft_stage(cfg, cache_dir, cfg.model, tiny_model, splits["train"], cfg.seed)
-    return cfg, splits, checkpoint(cfg, tiny_model, sft)
+    data = build_dataset(cfg.dataset, cache_dir)
+    sft = build_sft(cache_dir, tiny_model, data.train, cfg.model, cfg.train, cfg.seed, cfg.compute)
+    return cfg, data, Checkpoint(tiny_model, sft, cfg.train.method)
 
 
 def with_estimator(cfg: JobConfig, **changes) -> JobConfig:
@@ -29,21 +32,21 @@ def with_estimator(cfg: JobConfig, **changes) -> JobConfig:
 
 
 def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path, monkeypatch):
-    cfg, splits, theta = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=12)
+    cfg, data, theta = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=12)
 
     def train_features(job: JobConfig):
-        return features_stage(job, tmp_path, job.model, theta, splits["train"], "train")
+        return build_features(tmp_path, job.estimator, job.model, theta, data.train, "train", job.compute)
 
     first = train_features(cfg)
     ids, stored = read_store(first)
     features = np.array(stored)  # a copy, not the store's memmap
-    assert ids == [e.id for e in splits["train"]] and features.shape == (12, 256)
+    assert ids == [e.id for e in data.train] and features.shape == (12, 256)
     assert np.abs(features).sum() > 0
 
     # The second call must not extract anything: make extraction fail if it is attempted.
-    import ifexp.influence.features as features_module
+    import ifexp.stages.features as features_stage
 
-    monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(features_stage, "extract_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     second = train_features(cfg)
     assert second == first and read_manifest(second)["n"] == 12
     # A different preconditioner shares the store; a different projection does not ...
@@ -62,10 +65,16 @@ def test_second_run_hits_the_feature_cache(tiny_model, tiny_model_cfg, tmp_path,
 
 
 def test_step_mean_features_are_a_store_of_their_own(tiny_model, tiny_model_cfg, tmp_path):
-    cfg, splits, theta = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=8)
+    cfg, data, theta = fine_tuned(tiny_model, tiny_model_cfg, tmp_path, n_train=8)
     stores = {
-        weighting: features_stage(
-            with_estimator(cfg, loss_weighting=weighting), tmp_path, cfg.model, theta, splits["train"], "train"
+        weighting: build_features(
+            tmp_path,
+            replace(cfg.estimator, loss_weighting=weighting),
+            cfg.model,
+            theta,
+            data.train,
+            "train",
+            cfg.compute,
         )
         for weighting in ("token_mean", "step_mean")
     }

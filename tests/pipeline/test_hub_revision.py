@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants as hub_constants
 
-from ifexp.data import read_jsonl
-from ifexp.models import prepare_model
-from ifexp.pipeline import dataset_stage
-from ifexp.schema import DatasetConfig, IfexpError, JobConfig, ModelConfig
+from ifexp.examples import read_jsonl
+from ifexp.schema import DatasetConfig, IfexpError, ModelConfig
+from ifexp.stages.base_model import prepare_model
+from ifexp.stages.dataset import build_dataset
 
 FIRST, SECOND = "1" * 40, "2" * 40
 
@@ -69,7 +69,6 @@ def test_a_hub_dataset_is_keyed_by_its_commit_and_read_from_that_snapshot(offlin
     # `datasets` is optional (ifexp[hub]); a stand-in reads the snapshot folder the pipeline hands it
     monkeypatch.setattr("ifexp.data.hub_examples", lambda cfg: read_jsonl(Path(cfg.path) / "train.jsonl"))
     dataset = DatasetConfig(name="cot", source="hub", hf_id="org/cot", n_train=8, n_val=2, n_test=2, flaw_fraction=0)
-    cfg = JobConfig(dataset=dataset)
 
     def commit_with(answer: str, commit: str) -> None:
         rows = [
@@ -79,13 +78,13 @@ def test_a_hub_dataset_is_keyed_by_its_commit_and_read_from_that_snapshot(offlin
         publish(offline_hub, "org/cot", "dataset", commit, {"train.jsonl": "\n".join(rows) + "\n"})
 
     commit_with("1", FIRST)
-    first, splits = dataset_stage(cfg, tmp_path / "cache")
-    assert {e.answer for e in splits["train"]} == {"1"}
+    first = build_dataset(dataset, tmp_path / "cache")
+    assert {e.answer for e in first.train} == {"1"}
     commit_with("2", SECOND)  # main moved on: a new dataset, not the cached one
-    second, splits = dataset_stage(cfg, tmp_path / "cache")
-    assert second.digest != first.digest and {e.answer for e in splits["train"]} == {"2"}
-    pinned = replace(cfg, dataset=replace(dataset, hf_revision=FIRST))
-    assert dataset_stage(pinned, tmp_path / "cache")[0].digest == first.digest
+    second = build_dataset(dataset, tmp_path / "cache")
+    assert second.artifact.digest != first.artifact.digest and {e.answer for e in second.train} == {"2"}
+    pinned = replace(dataset, hf_revision=FIRST)
+    assert build_dataset(pinned, tmp_path / "cache").artifact.digest == first.artifact.digest
 
 
 @pytest.mark.parametrize(
@@ -119,8 +118,8 @@ def test_the_datasets_library_reads_a_hub_snapshot_folder(offline_hub, tmp_path,
     }
     publish(offline_hub, "org/cot", "dataset", FIRST, texts)
     dataset = DatasetConfig(name="cot", source="hub", hf_id="org/cot", n_train=8, n_val=2, n_test=2, flaw_fraction=0)
-    artifact, splits = dataset_stage(JobConfig(dataset=dataset), tmp_path / "cache")
-    examples = splits["train"] + splits["val"] + splits["test"]
+    data = build_dataset(dataset, tmp_path / "cache")
+    examples = data.train + data.val + data.test
     assert len(examples) == 12 and "decoy" not in {e.question for e in examples}
     assert {(e.question, e.cot, e.answer) for e in examples} == {
         (f"What is {i} + 1?", f"{i} + 1 = {i + 1}.", str(i + 1)) for i in range(12)

@@ -12,11 +12,11 @@ from helpers.data import EASY_TRAINING
 from helpers.jobs import SCORES_CSV_COLUMNS, expand_sweep
 
 from ifexp.cli import compose_job
-from ifexp.schema import CHOICES
 from ifexp.selection import INFLUENCE_STRATEGIES
+from ifexp.validation import choices
 
 # tiny_all runs every strategy the schema accepts
-STRATEGIES = CHOICES["pruning.strategy"]
+STRATEGIES = choices()["pruning.strategy"]
 
 
 def manifests(cache):

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from ifexp.pipeline import checkpoint, dataset_stage, features_stage, sft_stage
+from ifexp.models import Checkpoint
 from ifexp.schema import DatasetConfig, EstimatorConfig, IfexpError, JobConfig, LoggerConfig, TrainConfig
+from ifexp.stages.dataset import build_dataset
+from ifexp.stages.features import build_features
+from ifexp.stages.sft import build_sft
 
 
 @pytest.fixture
@@ -18,8 +21,8 @@ def trained(tiny_model, tiny_model_cfg, tmp_path):
         train=TrainConfig(max_steps=1, batch_size=4),
         estimator=EstimatorConfig(k=64, batch_size=4),
     )
-    _, splits = dataset_stage(cfg, tmp_path)
-    return cfg, splits["train"], sft_stage(cfg, tmp_path, cfg.model, tiny_model, splits["train"], 0)
+    train = build_dataset(cfg.dataset, tmp_path).train
+    return cfg, train, build_sft(tmp_path, tiny_model, train, cfg.model, cfg.train, 0, cfg.compute)
 
 
 def leftovers(cache: Path) -> list[Path]:
@@ -35,7 +38,7 @@ def test_disk_full_while_writing_features(trained, tiny_model, tmp_path, monkeyp
 
     monkeypatch.setattr(features_module.np.lib.format, "open_memmap", no_space)
     with pytest.raises(IfexpError, match=r"disk full while writing the features artifact under .*: nothing was kept"):
-        features_stage(cfg, tmp_path, cfg.model, checkpoint(cfg, tiny_model, sft_dir), train, "train")
+        build_features(tmp_path, cfg.estimator, cfg.model, Checkpoint(tiny_model, sft_dir), train, "train", cfg.compute)
     assert leftovers(tmp_path) == []
 
 
@@ -53,7 +56,7 @@ def test_non_finite_gradients_name_the_example(trained, tiny_model, tmp_path, mo
 
     monkeypatch.setattr(features_module, "forward_backward", poisoned)
     with pytest.raises(IfexpError, match=rf"non-finite gradient features for example #1 \({train[1].id}\)"):
-        features_stage(cfg, tmp_path, cfg.model, checkpoint(cfg, tiny_model, sft_dir), train, "train")
+        build_features(tmp_path, cfg.estimator, cfg.model, Checkpoint(tiny_model, sft_dir), train, "train", cfg.compute)
     assert leftovers(tmp_path) == []
 
 

@@ -4,8 +4,9 @@ signals, and flaw detection reported per flaw family."""
 import numpy as np
 import pytest
 
-from ifexp.schema import CHOICES, IfexpError, JobConfig, PruningConfig, validate
+from ifexp.schema import IfexpError, JobConfig, PruningConfig
 from ifexp.selection import Signals, flaw_detection, needed_signals, precision_at_n, removal_scores, select
+from ifexp.validation import choices, validate
 
 
 def signals(n: int, **fields) -> Signals:
@@ -17,7 +18,7 @@ def removed(cfg: PruningConfig, sig: Signals, seed: int = 0) -> set[int]:
 
 
 def test_the_baselines_are_strategies_with_their_options():
-    assert {"answer_check", "length", "theta_loss"} <= set(CHOICES["pruning.strategy"])
+    assert {"answer_check", "length", "theta_loss"} <= set(choices()["pruning.strategy"])
     assert needed_signals("answer_check") == needed_signals("length") == set()  # always computed
     assert needed_signals("theta_loss") == {"theta_loss"}
     validate(JobConfig(pruning=PruningConfig("length", 0.25, length_keep="long")))

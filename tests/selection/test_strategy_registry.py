@@ -22,8 +22,9 @@ import yaml
 from helpers import REPO
 
 from ifexp.cli import compose_job, main
-from ifexp.schema import CHOICES, IfexpError, JobConfig, PruningConfig, validate
+from ifexp.schema import IfexpError, JobConfig, PruningConfig
 from ifexp.selection import STRATEGIES, Signals, Strategy, needed_signals, removal_scores, strategy_names
+from ifexp.validation import choices, validate
 
 NAME = "surprise_per_char"
 
@@ -47,7 +48,7 @@ def registered_strategy(conf_dir: Path) -> Iterator[type[Strategy]]:
     try:
         yield SurprisePerCharacter
     finally:
-        STRATEGIES.pop(NAME, None)
+        STRATEGIES.unregister(NAME)
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def run_ifexp_here(monkeypatch, *args: str) -> None:
 
 def test_the_schema_accepts_it_and_lists_it_when_rejecting_a_name(tmp_path):
     with registered_strategy(tmp_path) as strategy:
-        assert strategy_names()[-1] == NAME and CHOICES["pruning.strategy"] == strategy_names()
+        assert strategy_names()[-1] == NAME and choices()["pruning.strategy"] == strategy_names()
         assert needed_signals(NAME) == {"perplexity"}
         validate(JobConfig(pruning=PruningConfig(NAME, 0.25)))
         with pytest.raises(IfexpError) as error:
@@ -87,7 +88,7 @@ def test_the_schema_accepts_it_and_lists_it_when_rejecting_a_name(tmp_path):
         expected = np.log(perplexity) / [10.0, 10.0, 40.0, 1.0]
         np.testing.assert_array_equal(removal_scores(job.pruning, signals, 0), expected)
         assert STRATEGIES[NAME] is strategy
-    assert NAME not in CHOICES["pruning.strategy"]
+    assert NAME not in choices()["pruning.strategy"]
     with pytest.raises(IfexpError, match=f"pruning.strategy='{NAME}': expected one of none, random, "):
         validate(JobConfig(pruning=PruningConfig(NAME, 0.25)))
 
@@ -152,7 +153,7 @@ def test_the_tiny_all_sweep_picks_it_up(new_strategy, tmp_path, monkeypatch):
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
-    assert sorted(launched) == sorted(CHOICES["pruning.strategy"]) and NAME in launched
+    assert sorted(launched) == sorted(choices()["pruning.strategy"]) and NAME in launched
     assert (tmp_path / "sweep" / f"{NAME}-p0.25-seed0").is_dir()
 
 
