@@ -3,7 +3,7 @@
     ifexp-bench e2e --sweep demo --out e2e.json      # make demo's sweep (cpu_demo: the former one)
 
 Runs `ifexp sweeps=SWEEP` into a fresh cache under --work-dir and reads each artifact's build
-time (once) from the cache manifests the jobs used (`ifexp.report.stage_times`).
+time (once) from the cache manifests the jobs used (`ifexp.report.runs.stage_times`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class E2e(Benchmark):
 
     def execute(self) -> dict:
         """Run the sweep and time it, in all and per stage."""
-        from ifexp.report import load_runs, stage_times
+        from ifexp.report.runs import load_runs, stage_times
 
         sweep_dir, cache_dir = Path(self.work_dir) / "sweep", Path(self.work_dir) / "cache"
         if not self.reuse:

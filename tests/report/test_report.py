@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ifexp.report import Estimate, _delta_text, _per_seed_text, main, sign_flip_p_value, write_report
+from ifexp.report import main, write_report
+from ifexp.report.render import delta_text, per_seed_text
+from ifexp.report.stats import Estimate, sign_flip_p_value
 from ifexp.schema import IfexpError
 
 BENCH = "gsm"
@@ -343,12 +345,12 @@ def test_rows_that_share_a_test_share_one_legend_line_with_each_rows_count(tmp_p
 
 def test_a_p_below_the_printed_precision_is_not_printed_as_zero():
     estimate = Estimate(mean=0.2, per_seed={0: 0.2}, low=0.1, high=0.3, interval="bootstrap", p=2e-7)
-    assert _delta_text(estimate).endswith("(p<0.001)")
-    assert _delta_text(Estimate(mean=0.2, per_seed={0: 0.2}, p=0.0404)).endswith("(p=0.040)")
+    assert delta_text(estimate).endswith("(p<0.001)")
+    assert delta_text(Estimate(mean=0.2, per_seed={0: 0.2}, p=0.0404)).endswith("(p=0.040)")
     # 10 seeds all one way: the exact sign-flip p over seeds is 2/1024, below its 2-digit precision
     ten_seeds = Estimate(mean=0.2, per_seed={s: 0.2 for s in range(10)}, p_seeds=sign_flip_p_value([0.2] * 10))
-    assert "p over seeds<0.01" in _per_seed_text(ten_seeds)
-    assert "p over seeds=0.25" in _per_seed_text(Estimate(mean=0.2, per_seed={0: 0.1, 1: 0.2, 2: 0.3}, p_seeds=0.25))
+    assert "p over seeds<0.01" in per_seed_text(ten_seeds)
+    assert "p over seeds=0.25" in per_seed_text(Estimate(mean=0.2, per_seed={0: 0.1, 1: 0.2, 2: 0.3}, p_seeds=0.25))
 
 
 def test_report_keeps_flaws_compute_and_figures(tmp_path):
