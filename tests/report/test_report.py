@@ -8,6 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import yaml
+from helpers.config import with_values
 
 from ifexp.report import main, write_report
 from ifexp.report.render import delta_text, per_seed_text
@@ -18,7 +19,8 @@ BENCH = "gsm"
 
 
 def job_config(**overrides):
-    """A resolved job config as Hydra writes it to .hydra/config.yaml (the parts the report reads)."""
+    """A resolved job config as Hydra writes it to .hydra/config.yaml (the parts the report reads),
+    with `overrides` ({dotted key: value}) set."""
     config = {
         "model": {"name": "m", "max_seq_len": 512, "lora_targets": ["q_proj", "v_proj"]},
         "dataset": {"name": "d", "n_train": 128, "flaw_fraction": 0.25},
@@ -32,13 +34,7 @@ def job_config(**overrides):
         "scorer": None,
         "seed": 0,
     }
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return config
+    return with_values(config, overrides)
 
 
 def write_job(job, config, pruned=None, random=None, metrics=None):
