@@ -34,6 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ifexp.outputs import HYDRA_CONFIG, OVERRIDES, RUN_LOG, SAVED_CONFIG, pass_key
 from ifexp.schema import IfexpError, JobConfig, validate
 
 log = logging.getLogger("ifexp")
@@ -191,7 +192,7 @@ class KeepEarlierSweepConfigs(Callback):
 
 def _append_to_run_log(run_dir: Path, text: str) -> Path:
     """Appends to the job's log (hydra.job_logging's file handler writes <run dir>/run.log)."""
-    run_log = run_dir / "run.log"
+    run_log = run_dir / RUN_LOG
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_log.open("a") as handle:
         handle.write(text.rstrip("\n") + "\n")
@@ -226,9 +227,9 @@ def _hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
     it instead (conf/config.yaml sets it to null): after the run dir is checked, so that a job
     refused there leaves the finished job's .hydra/ as it was (ifexp.job_identity)."""
     return {
-        "config.yaml": OmegaConf.to_yaml(cfg),
-        "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
-        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+        SAVED_CONFIG: OmegaConf.to_yaml(cfg),
+        HYDRA_CONFIG: OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        OVERRIDES: OmegaConf.to_yaml(hydra_cfg.overrides.task),
     }
 
 
@@ -274,7 +275,7 @@ def _job(cfg: DictConfig) -> float | None:
     finally:
         if tracker is not None:
             tracker.finish()
-    in_domain = metrics.get(f"pass@1/{job.eval.benchmarks[0]}") if job.eval.benchmarks else None
+    in_domain = metrics.get(pass_key(job.eval.benchmarks[0])) if job.eval.benchmarks else None
     log.info("run directory: %s", run_dir)
     return in_domain
 

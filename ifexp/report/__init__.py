@@ -14,7 +14,7 @@ Reads every job under DIR (its `metrics.json`, its resolved `.hydra/config.yaml`
 - delta_vs_random.png (Δ bars per benchmark and strategy, with the paired intervals) and
   flaw_detection.png (precision / recall / AUROC at removing flawed examples).
 
-The package, in the order the report is made: `runs` (the jobs under DIR, grouped into rows),
+The package, in the order the report is made: `jobs` (the jobs under DIR, grouped into rows),
 `stats` (paired estimates, their intervals and tests: what each is over), `rows` (each row's
 estimates, --versus and --across), `render` (estimates and tables as markdown), `document`
 (report.md part by part: `write_report`, also importable from here); here the command line.

@@ -8,6 +8,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ifexp.outputs import DESCRIPTION_KEYS, HYDRA_DIR, METRICS, RUN_LOG, SAVED_CONFIG, SEED_KEY, STRATEGY_KEY
+from ifexp.report.jobs import (
+    EXCLUDED_FROM_GROUPING,
+    METRICS_IDENTITY,
+    Job,
+    load_jobs,
+    show,
+    stage_times,
+    unfinished_jobs,
+)
 from ifexp.report.render import delta_text, estimate_text, legend, per_seed_text, table
 from ifexp.report.rows import (
     FLAW_MEASURES,
@@ -19,7 +29,6 @@ from ifexp.report.rows import (
     summarise,
     versus_estimates,
 )
-from ifexp.report.runs import EXCLUDED_FROM_GROUPING, METRICS_IDENTITY, load_runs, show, stage_times, unfinished_jobs
 from ifexp.schema import IfexpError
 
 
@@ -29,16 +38,16 @@ def write_report(
     """report.md (and figures) for the jobs under root; `versus`: rows (a strategy, or a row's label)
     every other row is also compared with, paired per problem and seed, beside the Δ vs Random;
     `across`: `KEY=VALUE` settings every other section's rows are compared with, row by row."""
-    runs = load_runs(root)
-    if not runs:
-        raise IfexpError(f"no job metrics.json (with a strategy) under {root}")
-    summary = summarise(runs, root)
+    jobs = load_jobs(root)
+    if not jobs:
+        raise IfexpError(f"no job {METRICS} (with a strategy) under {root}")
+    summary = summarise(jobs, root)
     references = [parse_across(text, summary.section_keys) for text in across]
-    lines = introduction(root, runs, summary) + not_read(root, summary)
+    lines = introduction(root, jobs, summary) + not_read(root, summary)
     sections = list(dict.fromkeys(row["cell"].section for row in summary.rows))
     for section in sections:
         lines += section_lines(root, summary, section, sections, versus, references)
-    lines += compute_lines(runs)
+    lines += compute_lines(jobs)
     lines += figure_lines(root, summary, len(sections))
     lines += jobs_lines(summary)
     report = root / "report.md"
@@ -55,25 +64,28 @@ def rows_in(summary: Summary, section: tuple) -> list[dict[str, Any]]:
     return [row for row in summary.rows if row["cell"].section == section]
 
 
-def introduction(root: Path, runs: list[dict[str, Any]], summary: Summary) -> list[str]:
+def introduction(root: Path, jobs: list[Job], summary: Summary) -> list[str]:
     """The title, which jobs were read and how they were grouped, and what Δ and its brackets are."""
     differing = summary.section_keys + ["pruning.strategy"] + summary.row_keys
     any_bootstrap = any(
         e.interval == "bootstrap" for row in summary.rows for kind in ("pass", "delta") for e in row[kind].values()
     )
     excluded_text = ", ".join(f"`{e}*`" if e.endswith(".") else f"`{e}`" for e in EXCLUDED_FROM_GROUPING)
+    # what every job shares, of what describes it (the strategy and the seed make rows)
     common = {
-        name: runs[0].get(name)
-        for name in ("model", "scorer", "dataset", "estimator", "fraction")
-        if name in runs[0] and len({json.dumps(r.get(name)) for r in runs}) == 1
+        name: jobs[0].metrics.get(name)
+        for name in DESCRIPTION_KEYS
+        if name not in (STRATEGY_KEY, SEED_KEY)
+        and name in jobs[0].metrics
+        and len({json.dumps(job.metrics.get(name)) for job in jobs}) == 1
     }
     return [
         f"# ifexp report: {root.name}",
         "",
-        f"{len(runs)} jobs read from `{root}`"
+        f"{len(jobs)} jobs read from `{root}`"
         + (f" ({', '.join(f'{k}={v}' for k, v in common.items())} in all)" if common else "")
         + ". One row per configuration: jobs are grouped by every value of their resolved config "
-        f"(`.hydra/config.yaml`) that differs between them (here: {', '.join(f'`{k}`' for k in differing)}), "
+        f"(`{HYDRA_DIR}/{SAVED_CONFIG}`) that differs between them (here: {', '.join(f'`{k}`' for k in differing)}), "
         f"except {excluded_text}, which cannot change a result or, for the seed, are what a row pools over; "
         "two jobs with the same configuration and seed are refused, not averaged.",
         "",
@@ -95,13 +107,13 @@ def not_read(root: Path, summary: Summary) -> list[str]:
     unfinished = unfinished_jobs(root)
     if unfinished:
         lines += [
-            f"**Not read: {len(unfinished)} job folders have no metrics.json** (crashed, killed or still running; "
-            f"see each `run.log`): {', '.join(f'`{name}`' for name in unfinished)}.",
+            f"**Not read: {len(unfinished)} job folders have no {METRICS}** (crashed, killed or still running; "
+            f"see each `{RUN_LOG}`): {', '.join(f'`{name}`' for name in unfinished)}.",
             "",
         ]
     if summary.n_without_config:
         lines += [
-            f"{summary.n_without_config} jobs have no `.hydra/config.yaml`: they are grouped by their metrics' "
+            f"{summary.n_without_config} jobs have no `{HYDRA_DIR}/{SAVED_CONFIG}`: they are grouped by their metrics' "
             f"{', '.join(METRICS_IDENTITY)} only.",
             "",
         ]
@@ -216,10 +228,10 @@ def across_lines(
 
 def flaw_lines(in_section: list[dict[str, Any]]) -> list[str]:
     """How well each row's removal found the flawed training examples, mean over seeds."""
-    with_flaws = [row for row in in_section if any(k.startswith("flaw/") for k in row)]
+    with_flaws = [row for row in in_section if row["flaw"]]
     if not with_flaws:
         return []
-    shown = [m for m in FLAW_MEASURES if any(f"flaw/{m}" in row for row in with_flaws)]
+    shown = [m for m in FLAW_MEASURES if any(m in row["flaw"] for row in with_flaws)]
     lines = [
         "",
         "### Finding the flawed training examples (mean over seeds)",
@@ -233,14 +245,14 @@ def flaw_lines(in_section: list[dict[str, Any]]) -> list[str]:
         "|---|" + "---|" * len(shown),
     ]
     for row in with_flaws:
-        cells_text = [f"{row[f'flaw/{m}']:.3f}" if f"flaw/{m}" in row else "" for m in shown]
+        cells_text = [f"{row['flaw'][m]:.3f}" if m in row["flaw"] else "" for m in shown]
         lines.append(f"| {row['cell'].label} | " + " | ".join(cells_text) + " |")
     return lines
 
 
-def compute_lines(runs: list[dict[str, Any]]) -> list[str]:
+def compute_lines(jobs: list[Job]) -> list[str]:
     """The build time of every cached artifact the jobs used, per stage."""
-    times = stage_times(runs)
+    times = stage_times(jobs)
     if not times:
         return []
     return [
@@ -271,8 +283,8 @@ def figure_lines(root: Path, summary: Summary, n_sections: int) -> list[str]:
                 b: (e.mean, e.low, e.high) if e.interval == "bootstrap" else (e.mean, math.nan, math.nan)
                 for b, e in row["delta"].items()
             }
-        if any(k.startswith("flaw/") for k in row):
-            flaw_bars[label] = {m: row[f"flaw/{m}"] for m in ("precision", "recall", "auroc") if f"flaw/{m}" in row}
+        if row["flaw"]:
+            flaw_bars[label] = {m: row["flaw"][m] for m in ("precision", "recall", "auroc") if m in row["flaw"]}
     lines = []
     if delta_bars:
         with_bars = any(not math.isnan(v[1]) for per in delta_bars.values() for v in per.values())
@@ -293,5 +305,5 @@ def jobs_lines(summary: Summary) -> list[str]:
         cell = row["cell"]
         section = settings_text(summary.section_keys, cell.section)
         name = cell.label + (f"; {section}" if section else "")
-        lines += [f"| {r['_dir']} | {name} | {r['seed']} |" for r in cell.runs]
+        lines += [f"| {job.dir} | {name} | {job.seed} |" for job in cell.jobs]
     return lines

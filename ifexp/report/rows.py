@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ifexp.report.runs import Cell, arm_rates, group_runs, show
+from ifexp.outputs import benchmarks_of, delta_key, flaw_key, pass_key
+from ifexp.report.jobs import Cell, Job, arm_rates, group_jobs, show
 from ifexp.report.stats import Estimate, arm_estimate, paired_estimate, seed_estimate
 from ifexp.schema import IfexpError
 from ifexp.tasks import FAMILIES
@@ -37,17 +38,19 @@ class Summary:
     benchmarks: list[str]
     section_keys: list[str]  # config values that differ between sections
     row_keys: list[str]  # a strategy's options that differ between rows of a section
-    rows: list[dict[str, Any]]  # "cell", "seeds", "pass" and "delta" ({benchmark: Estimate}), "flaw/<measure>"
+    # "cell", "seeds", "pass" and "delta" ({benchmark: Estimate}), "flaw" ({measure: mean over seeds})
+    rows: list[dict[str, Any]]
     n_without_config: int  # jobs without .hydra/config.yaml, grouped by their metrics only
 
 
-def summarise(runs: list[dict[str, Any]], root: Path) -> Summary:
+def summarise(jobs: list[Job], root: Path) -> Summary:
     """Cells (rows) with per-benchmark pass@1 and Δ estimates, and the flaw-detection means."""
-    benchmarks = sorted({k.split("/", 1)[1] for r in runs for k in r if k.startswith("pass@1/")})
-    section_keys, row_keys, cells, n_without = group_runs(root, runs)
+    benchmarks = sorted(set().union(*(benchmarks_of(job.metrics) for job in jobs)))
+    section_keys, row_keys, cells, n_without = group_jobs(root, jobs)
     rows = []
     for cell in cells:
-        row: dict[str, Any] = {"cell": cell, "seeds": [r["seed"] for r in cell.runs], "pass": {}, "delta": {}}
+        seeds = [job.seed for job in cell.jobs]
+        row: dict[str, Any] = {"cell": cell, "seeds": seeds, "pass": {}, "delta": {}, "flaw": {}}
         for bench in benchmarks:
             passes, delta = cell_estimates(root, cell, bench)
             if passes is not None:
@@ -55,10 +58,10 @@ def summarise(runs: list[dict[str, Any]], root: Path) -> Summary:
             if delta is not None:
                 row["delta"][bench] = delta
         for measure in FLAW_MEASURES:
-            values = [r[f"flaw/{measure}"] for r in cell.runs if f"flaw/{measure}" in r]
+            values = [job.metrics[flaw_key(measure)] for job in cell.jobs if flaw_key(measure) in job.metrics]
             values = [v for v in values if v == v]  # drop NaN
             if values:
-                row[f"flaw/{measure}"] = float(np.mean(values))
+                row["flaw"][measure] = float(np.mean(values))
         rows.append(row)
     return Summary(benchmarks, section_keys, row_keys, rows, n_without)
 
@@ -67,21 +70,25 @@ def cell_estimates(root: Path, cell: Cell, bench: str) -> tuple[Estimate | None,
     """(pass@1 of the strategy's model, Δ vs Random) on one benchmark, paired where generations allow."""
     arms = arm_rates(root, cell, bench)
     pairs = pair_arms(arms, arm_rates(root, cell, bench, "random"), f"{cell.label}: {bench}: strategy vs Random")
-    seeds = [r["seed"] for r in cell.runs]
-    if len(arms) == len(seeds):
+    if len(arms) == len(cell.jobs):
         passes = arm_estimate(arms)
     else:
-        per_seed = {r["seed"]: r[f"pass@1/{bench}"] for r in cell.runs if f"pass@1/{bench}" in r}
+        per_seed = recorded_per_seed(cell, pass_key(bench))
         passes = seed_estimate(per_seed, paired=False) if per_seed else None
     delta = None
     if cell.strategy != "random":
-        if pairs and len(pairs) == len(seeds):
+        if pairs and len(pairs) == len(cell.jobs):
             delta = paired_estimate(pairs)
         else:
-            key = f"delta_vs_random/{bench}"
-            per_seed = {r["seed"]: r[key] for r in cell.runs if key in r}
+            per_seed = recorded_per_seed(cell, delta_key(bench))
             delta = seed_estimate(per_seed, paired=True) if per_seed else None
     return passes, delta
+
+
+def recorded_per_seed(cell: Cell, key: str) -> dict[int, float]:
+    """{seed: the metrics.json value} of a row's jobs that recorded `key`: the fallback where a job
+    kept no generations to pair per problem."""
+    return {job.seed: job.metrics[key] for job in cell.jobs if key in job.metrics}
 
 
 def pair_arms(

@@ -18,6 +18,7 @@ CONFIG = {
     "dataset": {"max_new_tokens": 160},
     "paths": {"cache_dir": "outputs/cache"},
     "logger": {"name": "wandb", "mode": "offline"},
+    "engine": {"reuse": "auto", "kv_cache_gib": 4},
 }
 
 
@@ -40,7 +41,7 @@ def test_digest_is_the_same_from_the_job_and_from_its_saved_config(tmp_path):
 
 
 def test_settings_that_cannot_change_a_result_do_not_change_the_digest():
-    elsewhere = {"paths.cache_dir": "/shared/cache", "logger.mode": "online"}
+    elsewhere = {"paths.cache_dir": "/shared/cache", "logger.mode": "online", "engine.reuse": "never"}
     assert config_digest(with_values(CONFIG, elsewhere)) == config_digest(CONFIG)
     for changes in ({"pruning.combine": "zscore"}, {"train.lr": 0.01}, {"seed": 1}, {"dataset.max_new_tokens": 200}):
         assert config_digest(with_values(CONFIG, changes)) != config_digest(CONFIG), changes
@@ -79,3 +80,13 @@ def test_an_unfinished_job_of_another_config_is_replaced_and_the_log_says_so(tmp
     claim_run_dir(tmp_path, other, hydra_files(other))
     assert "held an unfinished job of another config (seed: 0 -> 3)" in caplog.text
     assert yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text())["seed"] == 3
+
+
+def test_a_job_finished_before_engine_reuse_could_not_change_a_result_is_still_that_job(tmp_path):
+    """Its metrics.json records the digest ifexp computed then, with engine.reuse counted (the value
+    below, from that code): the same config may run there again, another is refused."""
+    claim_run_dir(tmp_path, CONFIG, hydra_files(CONFIG))
+    (tmp_path / "metrics.json").write_text(json.dumps({"strategy": "combined", "config_digest": "e7e086ee22bc22ee"}))
+    assert claim_run_dir(tmp_path, CONFIG, hydra_files(CONFIG)) == config_digest(CONFIG) != "e7e086ee22bc22ee"
+    with pytest.raises(IfexpError, match="train.lr: 0.002 -> 0.01"):
+        claim_run_dir(tmp_path, with_values(CONFIG, {"train.lr": 0.01}), hydra_files(CONFIG))

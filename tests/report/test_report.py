@@ -411,3 +411,26 @@ def test_job_folders_linked_into_a_sweep_are_read_once_each(tmp_path):
     assert "6 jobs read" in report
     assert re.search(r"^\| combined \| 3 \|", report, re.MULTILINE)
     assert re.search(r"^\| oracle \| 3 \|", report, re.MULTILINE)
+
+
+def test_jobs_that_differ_only_in_engine_reuse_are_one_row(tmp_path):
+    """engine.reuse cannot change a result (ifexp.schema.CANNOT_CHANGE_A_RESULT): no section of its own."""
+    for seed, reuse in ((0, "auto"), (1, "never"), (2, "always")):
+        pruned, random = known_outcomes(seed)
+        write_job(tmp_path / f"combined-{seed}", job_config(seed=seed, **{"engine.reuse": reuse}), pruned, random)
+    report = write_report(tmp_path).read_text()
+    assert "## all jobs" in report and "## engine.reuse" not in report
+    assert report.count("| combined | 3 |") == 1
+    assert "`engine.reuse`, which cannot change a result" in report
+
+
+def test_a_job_that_recorded_its_digest_before_engine_reuse_joined_the_list_is_read(tmp_path):
+    """Its metrics.json names the digest of its config with engine.reuse counted (ifexp.job_identity)."""
+    from ifexp.job_identity import JOINED_CANNOT_CHANGE_A_RESULT, config_digest
+
+    config = job_config(seed=0, **{"engine.reuse": "auto"})
+    earlier = config_digest(config, counting=JOINED_CANNOT_CHANGE_A_RESULT)
+    assert earlier != config_digest(config)
+    pruned, random = known_outcomes(0)
+    write_job(tmp_path / "job", config, pruned, random, metrics={"config_digest": earlier})
+    assert "| combined | 1 |" in write_report(tmp_path).read_text()

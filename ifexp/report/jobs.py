@@ -1,9 +1,10 @@
 """The jobs under a report's directory: their metrics, configs and generations, grouped into rows.
 
 A job is a folder with a metrics.json (with a strategy); its config is its `.hydra/config.yaml`
-(or, without one, the few values its metrics name). Jobs are grouped by every config value that
-differs between them except the seed and EXCLUDED_FROM_GROUPING: the values that name a strategy
-and its options make rows, the rest sections.
+(or, without one, the few values its metrics describe it by). Jobs are grouped by every config
+value that differs between them except the seed and the values that cannot change a result
+(EXCLUDED_FROM_GROUPING): the values that name a strategy and its options make rows, the rest
+sections. The files and keys read are ifexp.outputs'.
 """
 
 from __future__ import annotations
@@ -16,13 +17,27 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ifexp.job_identity import CANNOT_CHANGE_A_RESULT, DIGEST_KEY, config_digest, flatten, matches, read_config
-from ifexp.schema import IfexpError, PruningConfig
+from ifexp.cache import MANIFEST
+from ifexp.job_identity import config_digest, flatten, read_config, recorded_digests
+from ifexp.outputs import (
+    DESCRIPTION_KEYS,
+    DIGEST_KEY,
+    HYDRA_DIR,
+    METRICS,
+    RUN_LOG,
+    SAVED_CONFIG,
+    SEED_KEY,
+    STRATEGY_KEY,
+    artifact_paths,
+    generations_path,
+)
+from ifexp.schema import CANNOT_CHANGE_A_RESULT, IfexpError, PruningConfig, cannot_change_a_result
 from ifexp.selection.registry import STRATEGIES, option_names
 
 # Config values that never separate two jobs into different rows: the seed is the replicate a
-# row pools over; the rest cannot change a result (ifexp.job_identity).
-EXCLUDED_FROM_GROUPING = ("seed", *CANNOT_CHANGE_A_RESULT)
+# row pools over; the rest cannot change a result (ifexp.schema).
+SEED_CONFIG_KEY = "seed"
+EXCLUDED_FROM_GROUPING = (SEED_CONFIG_KEY, *CANNOT_CHANGE_A_RESULT)
 # Values that name a strategy and its own options (as the strategies declare them): a row within a
 # section, not a section.
 STRATEGY_KEYS = ("pruning.strategy", *(f"pruning.{option}" for option in option_names()))
@@ -30,15 +45,18 @@ STRATEGY_KEYS = ("pruning.strategy", *(f"pruning.{option}" for option in option_
 # whose jobs all ran Combined with z-scores, or after answer_check, must not read as the default's.
 _PRUNING_DEFAULTS = PruningConfig()
 # Without .hydra/config.yaml a job is identified by these metrics only (said in the report).
-METRICS_IDENTITY = {
-    "model": "model.name",
-    "scorer": "scorer.name",
-    "dataset": "dataset.name",
-    "estimator": "estimator.name",
-    "strategy": "pruning.strategy",
-    "fraction": "pruning.fraction",
-}
+METRICS_IDENTITY = {name: key for name, key in DESCRIPTION_KEYS.items() if name != SEED_KEY}
 ABSENT = "<absent>"
+
+
+@dataclass
+class Job:
+    """A finished job: its folder under the report's root ("." for the root) and its metrics.json."""
+
+    dir: str
+    strategy: str
+    seed: int
+    metrics: dict[str, Any]
 
 
 def _in_submitit(path: Path) -> bool:
@@ -63,26 +81,27 @@ def _paths_named(root: Path, *names: str) -> list[Path]:
     return sorted(found)
 
 
-def load_runs(root: Path) -> list[dict[str, Any]]:
-    runs = []
-    for path in _paths_named(root, "metrics.json"):
+def load_jobs(root: Path) -> list[Job]:
+    """Every job under root that finished (its metrics.json names a strategy), in path order."""
+    jobs = []
+    for path in _paths_named(root, METRICS):
         if _in_submitit(path):
             continue
         metrics = json.loads(path.read_text())
-        if "strategy" in metrics:
-            metrics["_dir"] = str(path.parent.relative_to(root)) or "."
-            runs.append(metrics)
-    return runs
+        if STRATEGY_KEY in metrics:
+            folder = str(path.parent.relative_to(root)) or "."
+            jobs.append(Job(folder, metrics[STRATEGY_KEY], metrics[SEED_KEY], metrics))
+    return jobs
 
 
 def unfinished_jobs(root: Path) -> list[str]:
     """Job folders (a `run.log` or a `.hydra/`) without a metrics.json: crashed, killed or still running.
     The report names them, so a row pooled over fewer seeds than were launched says so."""
-    folders = {path.parent for path in _paths_named(root, "run.log", ".hydra")}
+    folders = {path.parent for path in _paths_named(root, RUN_LOG, HYDRA_DIR)}
     return sorted(
         str(folder.relative_to(root)) or "."
         for folder in folders
-        if not _in_submitit(folder) and not (folder / "metrics.json").is_file()
+        if not _in_submitit(folder) and not (folder / METRICS).is_file()
     )
 
 
@@ -93,16 +112,17 @@ def job_config(job_dir: Path, metrics: dict[str, Any]) -> tuple[dict[str, Any], 
     if saved is None:
         return {key: metrics.get(name, ABSENT) for name, key in METRICS_IDENTITY.items()}, False
     recorded = metrics.get(DIGEST_KEY)
-    if recorded and config_digest(saved) != recorded:
+    if recorded and recorded not in recorded_digests(saved):
         raise IfexpError(
-            f"{job_dir}: .hydra/config.yaml (config digest {config_digest(saved)}) is not the config its "
-            f"metrics.json came from ({recorded}); this folder's results cannot be attributed"
+            f"{job_dir}: {HYDRA_DIR}/{SAVED_CONFIG} (config digest {config_digest(saved)}) is not the config its "
+            f"{METRICS} came from ({recorded}); this folder's results cannot be attributed"
         )
     return flatten(saved), True
 
 
 def excluded(key: str) -> bool:
-    return matches(key, EXCLUDED_FROM_GROUPING)
+    """Is this config value one of EXCLUDED_FROM_GROUPING?"""
+    return key == SEED_CONFIG_KEY or cannot_change_a_result(key)
 
 
 def show(value: Any) -> str:
@@ -132,7 +152,7 @@ class Cell:
     row: tuple
     label: str
     strategy: str
-    runs: list[dict[str, Any]]
+    jobs: list[Job]
 
 
 def non_default_options(strategy: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -147,14 +167,14 @@ def non_default_options(strategy: str, config: dict[str, Any]) -> dict[str, Any]
     return options
 
 
-def group_runs(root: Path, runs: list[dict[str, Any]]) -> tuple[list[str], list[str], list[Cell], int]:
+def group_jobs(root: Path, jobs: list[Job]) -> tuple[list[str], list[str], list[Cell], int]:
     """Cells by every differing config value but the seed; refuses two jobs of one cell and seed.
 
     Returns (section keys, row keys, cells, jobs without .hydra/config.yaml).
     """
     configs, n_without = [], 0
-    for run in runs:
-        config, from_hydra = job_config(root / run["_dir"], run)
+    for job in jobs:
+        config, from_hydra = job_config(root / job.dir, job.metrics)
         configs.append(config)
         n_without += not from_hydra
     keys = sorted(set().union(*configs))
@@ -165,35 +185,31 @@ def group_runs(root: Path, runs: list[dict[str, Any]]) -> tuple[list[str], list[
     # a row's label names the row keys its strategy reads; all of them where that would make two
     # rows of a section read the same (Random jobs of a sweep over pruning.combine, say)
     full_labels: dict[tuple, str] = {}
-    for run, config in zip(runs, configs, strict=True):
+    for job, config in zip(jobs, configs, strict=True):
         section = tuple(config.get(k, ABSENT) for k in section_keys)
-        row = (run["strategy"], *(config.get(k, ABSENT) for k in row_keys))
+        row = (job.strategy, *(config.get(k, ABSENT) for k in row_keys))
         extra = [
             f"{key}={show(value)}"
-            for key, value in non_default_options(run["strategy"], config).items()
+            for key, value in non_default_options(job.strategy, config).items()
             if key not in row_keys and key not in section_keys
         ]
-        read = (
-            {f"pruning.{option}" for option in option_names(run["strategy"])}
-            if run["strategy"] in STRATEGIES
-            else set()
-        )
+        read = {f"pruning.{option}" for option in option_names(job.strategy)} if job.strategy in STRATEGIES else set()
         shown = [f"{k}={show(v)}" for k, v in zip(row_keys, row[1:], strict=True) if k in read] + extra
         every = [f"{k}={show(v)}" for k, v in zip(row_keys, row[1:], strict=True)] + extra
-        label = run["strategy"] + (f" ({', '.join(shown)})" if shown else "")
-        full_labels[(section, row)] = run["strategy"] + (f" ({', '.join(every)})" if every else "")
-        cell = cells.setdefault((section, row), Cell(section, row, label, run["strategy"], []))
-        for other in cell.runs:
-            if other["seed"] == run["seed"]:
+        label = job.strategy + (f" ({', '.join(shown)})" if shown else "")
+        full_labels[(section, row)] = job.strategy + (f" ({', '.join(every)})" if every else "")
+        cell = cells.setdefault((section, row), Cell(section, row, label, job.strategy, []))
+        for other in cell.jobs:
+            if other.seed == job.seed:
                 raise IfexpError(
-                    f"{other['_dir']} and {run['_dir']} have the same config and seed {run['seed']}: "
+                    f"{other.dir} and {job.dir} have the same config and seed {job.seed}: "
                     "refusing to average duplicates (remove one, or report them separately)"
                 )
-        cell.runs.append(run)
+        cell.jobs.append(job)
     ordered = sorted(cells.values(), key=lambda c: (tuple(map(str, c.section)), tuple(map(str, c.row))))
     shared = Counter((cell.section, cell.label) for cell in ordered)
     for cell in ordered:
-        cell.runs.sort(key=lambda r: r["seed"])
+        cell.jobs.sort(key=lambda j: j.seed)
         if shared[(cell.section, cell.label)] > 1:
             cell.label = full_labels[(cell.section, cell.row)]
     return section_keys, row_keys, ordered, n_without
@@ -203,25 +219,25 @@ def arm_rates(root: Path, cell: Cell, bench: str, arm: str = "pruned") -> dict[i
     """{seed: {problem id: pass rate}} of one arm ("pruned": the strategy's model, or "random") of a
     row's jobs on one benchmark, for the seeds whose job kept its generations."""
     rates = {}
-    for run in cell.runs:
-        path = root / run["_dir"] / "generations" / f"{arm}_{bench}.jsonl"
+    for job in cell.jobs:
+        path = generations_path(root / job.dir, arm, bench)
         if path.is_file():
-            rates[run["seed"]] = read_pass_rates(path)
+            rates[job.seed] = read_pass_rates(path)
     return rates
 
 
-def stage_times(runs: list[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
-    """Per stage: (artifacts, total, slowest) seconds it took to build each artifact the runs used.
+def stage_times(jobs: list[Job]) -> dict[str, tuple[int, float, float]]:
+    """Per stage: (artifacts, total, slowest) seconds it took to build each artifact the jobs used.
 
     Read from the cache manifests, each artifact counted once however many jobs reused it (a
     job's own `time/*` only shows what that job computed). Eval artifacts add their share of
     the engine call that generated them.
     """
     seconds: dict[str, tuple[str, float]] = {}
-    for run in runs:
-        for key, path in run.items():
-            manifest = Path(str(path)) / "manifest.json"
-            if key.startswith("artifact/") and path not in seconds and manifest.is_file():
+    for job in jobs:
+        for path in artifact_paths(job.metrics).values():
+            manifest = Path(path) / MANIFEST
+            if path not in seconds and manifest.is_file():
                 data = json.loads(manifest.read_text())
                 seconds[path] = (data["stage"], float(data.get("seconds", 0)) + float(data.get("generation_s", 0)))
     per_stage: dict[str, list[float]] = defaultdict(list)
