@@ -3,7 +3,7 @@
     ifexp-bench e2e --sweep demo --out e2e.json      # make demo's sweep (cpu_demo: the former one)
 
 Runs `ifexp sweeps=SWEEP` into a fresh cache under --work-dir and reads each artifact's build
-time (once) from the cache manifests the jobs used (`ifexp.report.stage_times`).
+time (once) from the cache manifests the jobs used (`ifexp.report.jobs.stage_times`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class E2e(Benchmark):
 
     def execute(self) -> dict:
         """Run the sweep and time it, in all and per stage."""
-        from ifexp.report import load_runs, stage_times
+        from ifexp.report.jobs import load_jobs, stage_times
 
         sweep_dir, cache_dir = Path(self.work_dir) / "sweep", Path(self.work_dir) / "cache"
         if not self.reuse:
@@ -44,18 +44,18 @@ class E2e(Benchmark):
             *self.overrides,
         ]
         wall_s, completed = timed(subprocess.run, command)
-        runs = load_runs(sweep_dir)
+        jobs = load_jobs(sweep_dir)
         return {
             "sweep": self.sweep,
             "command": " ".join(command),
             "exit_code": completed.returncode,
-            "n_jobs": len(runs),
+            "n_jobs": len(jobs),
             "wall_s": round(wall_s, 1),
             "goal_s": self.goal_s,
             "meets_goal": wall_s <= self.goal_s and completed.returncode == 0,
             "stages": {
                 stage: {"artifacts": n, "total_s": round(total, 1), "slowest_s": round(slowest, 1)}
-                for stage, (n, total, slowest) in sorted(stage_times(runs).items(), key=lambda item: -item[1][1])
+                for stage, (n, total, slowest) in sorted(stage_times(jobs).items(), key=lambda item: -item[1][1])
             },
             **machine(),
         }

@@ -34,7 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ifexp.outputs import RUN_LOG
+from ifexp.outputs import HYDRA_CONFIG, OVERRIDES, RUN_LOG, SAVED_CONFIG
 from ifexp.schema import IfexpError, JobConfig
 
 log = logging.getLogger("ifexp")
@@ -229,9 +229,9 @@ def _hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
     it instead (conf/config.yaml sets it to null): after the run dir is checked, so that a job
     refused there leaves the finished job's .hydra/ as it was (ifexp.job_identity)."""
     return {
-        "config.yaml": OmegaConf.to_yaml(cfg),
-        "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
-        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+        SAVED_CONFIG: OmegaConf.to_yaml(cfg),
+        HYDRA_CONFIG: OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        OVERRIDES: OmegaConf.to_yaml(hydra_cfg.overrides.task),
     }
 
 

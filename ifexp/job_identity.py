@@ -24,23 +24,14 @@ from typing import Any
 
 import yaml
 
-from ifexp.schema import IfexpError
+from ifexp.outputs import DIGEST_KEY, HYDRA_DIR, METRICS, saved_config_path
+from ifexp.schema import IfexpError, cannot_change_a_result
 
 log = logging.getLogger(__name__)
-HYDRA_DIR = ".hydra"
 SWEEP_CONFIG = "multirun.yaml"
-DIGEST_KEY = "config_digest"
-# Config values that cannot change a result: where artifacts are cached, W&B settings, processes
-# per job (which match one process within float tolerance and are in no cache key:
-# docs/architecture.md), the engine's memory and thread settings. A key ending in "." is a prefix.
-CANNOT_CHANGE_A_RESULT = (
-    "paths.",
-    "logger.",
-    "compute.",
-    "engine.kv_cache_gib",
-    "engine.gpu_memory_utilization",
-    "engine.cpu_threads_bind",
-)
+# Values that joined schema.CANNOT_CHANGE_A_RESULT after jobs had recorded digests that count them:
+# such a job's metrics.json still names its own config (recorded_digests).
+JOINED_CANNOT_CHANGE_A_RESULT = ("engine.reuse",)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -55,23 +46,25 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
-def matches(key: str, patterns: tuple[str, ...]) -> bool:
-    return any(key.startswith(p) if p.endswith(".") else key == p for p in patterns)
+def identity_values(config: Mapping[str, Any], counting: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The flattened config less the keys that cannot change a result (but those in `counting`)."""
+    return {k: v for k, v in flatten(config).items() if k in counting or not cannot_change_a_result(k)}
 
 
-def identity_values(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The flattened config less the keys that cannot change a result."""
-    return {k: v for k, v in flatten(config).items() if not matches(k, CANNOT_CHANGE_A_RESULT)}
-
-
-def config_digest(config: Mapping[str, Any]) -> str:
-    text = json.dumps(identity_values(config), sort_keys=True, default=str)
+def config_digest(config: Mapping[str, Any], counting: tuple[str, ...] = ()) -> str:
+    text = json.dumps(identity_values(config, counting), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def recorded_digests(config: Mapping[str, Any]) -> set[str]:
+    """The digests a finished job of this config may have recorded: its digest, and the one from
+    before JOINED_CANNOT_CHANGE_A_RESULT joined the list (a finished run dir stays readable)."""
+    return {config_digest(config), config_digest(config, counting=JOINED_CANNOT_CHANGE_A_RESULT)}
 
 
 def read_config(run_dir: Path) -> dict[str, Any] | None:
     """The job config saved in run_dir/.hydra/config.yaml, or None."""
-    path = run_dir / HYDRA_DIR / "config.yaml"
+    path = saved_config_path(run_dir)
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
 
 
@@ -87,7 +80,7 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) 
 def finished_digest(run_dir: Path) -> str | None:
     """The config digest of the job that finished in run_dir, or None where none finished. A
     metrics.json from before digests were recorded is matched by its saved config's digest."""
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS
     if not path.is_file():
         return None
     try:
@@ -108,7 +101,7 @@ def claim_run_dir(run_dir: Path, config: Mapping[str, Any], hydra_files: Mapping
     digest = config_digest(config)
     old = read_config(run_dir)
     finished = finished_digest(run_dir)
-    if finished is not None and finished != digest:
+    if finished is not None and finished not in recorded_digests(config):
         # Empty where .hydra/config.yaml was written over already (hydra.output_subdir set by the user)
         changed = differences(old, config) if old is not None else ""
         what = f" ({changed})" if changed else ""

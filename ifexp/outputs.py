@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 HYDRA_DIR = ".hydra"
+SAVED_CONFIG = "config.yaml"  # in HYDRA_DIR: the job's config as Hydra composed it
+HYDRA_CONFIG = "hydra.yaml"  # in HYDRA_DIR: Hydra's own settings for the job
+OVERRIDES = "overrides.yaml"  # in HYDRA_DIR: the job's command-line overrides
 RUN_LOG = "run.log"
 METRICS = "metrics.json"
 SELECTION = "selection.json"
@@ -39,6 +42,17 @@ FIGURES = "figures"
 DIGEST_KEY = "config_digest"  # the job's config digest (ifexp.job_identity)
 STRATEGY_KEY = "strategy"
 SEED_KEY = "seed"
+# The keys that describe the job, and the config value each holds (`scorer`: the model's where
+# there is no scorer): how a reader without the job's saved config tells jobs apart.
+DESCRIPTION_KEYS = {
+    "model": "model.name",
+    "scorer": "scorer.name",
+    "dataset": "dataset.name",
+    "estimator": "estimator.name",
+    STRATEGY_KEY: "pruning.strategy",
+    "fraction": "pruning.fraction",
+    SEED_KEY: "seed",
+}
 
 ARMS = ("pruned", "random", "base", "full")
 PASS = "pass@1"
@@ -81,14 +95,29 @@ def timing_key(stage: str) -> str:
     return f"time/{stage}_s"
 
 
+def flaw_key(measure: str) -> str:
+    """How well the removal found the flawed training examples (ifexp.selection.flaws): flaw/auroc, ..."""
+    return f"flaw/{measure}"
+
+
 def artifact_key(name: str) -> str:
     return f"artifact/{name}"
+
+
+def artifact_paths(metrics: Mapping[str, Any]) -> dict[str, str]:
+    """{artifact name: its folder in the cache} of every cached artifact a job used."""
+    prefix = artifact_key("")
+    return {key[len(prefix) :]: str(value) for key, value in metrics.items() if key.startswith(prefix)}
 
 
 def benchmarks_of(metrics: Mapping[str, Any]) -> list[str]:
     """The benchmarks a job reported the strategy's pass@1 on, sorted."""
     prefix = f"{PASS}/"
     return sorted(key[len(prefix) :] for key in metrics if key.startswith(prefix))
+
+
+def saved_config_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / HYDRA_DIR / SAVED_CONFIG
 
 
 def generations_path(run_dir: str | Path, arm: str, benchmark: str) -> Path:

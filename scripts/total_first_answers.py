@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from ifexp.examples import Example, read_jsonl
+from ifexp.outputs import METRICS, artifact_key, benchmarks_of, generations_path, read_metrics, read_selection
 
 
 def animals_in_trace(cot: str) -> int:
@@ -34,8 +35,8 @@ def generations(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def training_set(job: Path) -> dict[str, Example]:
-    dataset = json.loads((job / "metrics.json").read_text())["artifact/dataset"]
+def training_set(metrics: dict) -> dict[str, Example]:
+    dataset = metrics[artifact_key("dataset")]
     return {example.id: example for example in read_jsonl(Path(dataset) / "train.jsonl")}
 
 
@@ -56,14 +57,17 @@ def answers_summary(path: Path) -> str:
 
 
 def main(sweep: Path) -> None:
-    for job in sorted(p.parent for p in sweep.glob("*/metrics.json")):
-        train = training_set(job)
-        selection = json.loads((job / "selection.json").read_text())
+    for job in sorted(p.parent for p in sweep.glob(f"*/{METRICS}")):
+        metrics = read_metrics(job)
+        train = training_set(metrics)
+        selection = read_selection(job)
         kept_flawed = Counter(animals_in_trace(train[i].cot) for i in selection["kept"] if train[i].flaw)
         print(f"{job.name}: kept flawed traces by animals {dict(sorted(kept_flawed.items()))}")
         for model in ("pruned", "random"):
-            for path in sorted((job / "generations").glob(f"{model}_*.jsonl")):
-                print(f"  {model:6s} {answers_summary(path)}")
+            for benchmark in benchmarks_of(metrics):
+                path = generations_path(job, model, benchmark)
+                if path.is_file():
+                    print(f"  {model:6s} {answers_summary(path)}")
 
 
 if __name__ == "__main__":

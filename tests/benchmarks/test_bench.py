@@ -1,5 +1,6 @@
 """`ifexp-bench` commands run and write their documented keys (timings are not asserted)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -142,7 +143,17 @@ def test_less_baseline_projects_16_gradients_at_a_time(tiny_model, tiny_model_cf
 
 
 def test_options_are_the_dataclass_fields():
-    """`ifexp-bench` keeps its options: each field of a subcommand's dataclass is one."""
+    """`ifexp-bench` keeps its options: each field of a subcommand's dataclass is one, with the
+    field's default, and nothing else is."""
+    for name, command in COMMANDS.items():
+        fields, missing = dataclasses.fields(command), dataclasses.MISSING
+        no_default = [f.name for f in fields if f.default is missing and f.default_factory is missing]
+        assert no_default == ["out"], name  # the one required option
+        options = vars(parser().parse_args([name, "--out", "o.json"]))
+        assert options.pop("command") == name
+        assert set(options) == {field.name for field in fields}, name
+        assert command(**options) == command(out="o.json"), name  # the parser's defaults are the fields'
+
     args = vars(parser().parse_args(["lds", "--out", "o.json", "--ks", "--dampings", "0.5", "--method", "lora"]))
     assert args["ks"] == [] and args["dampings"] == [0.5] and args["method"] == "lora" and args["epochs"] == 6
     assert args["estimators"] == ["grad_dot", "grad_cos", "proj_fisher", "logra", "kfac"]
@@ -154,6 +165,3 @@ def test_options_are_the_dataclass_fields():
     assert e2e.reuse and e2e.overrides == ["dataset.n_train=8"] and e2e.goal_s == 1800.0
     flaws = vars(parser().parse_args(["flaws", "--out", "o.json", "--strategies", "random", "oracle"]))
     assert flaws["strategies"] == ["random", "oracle"] and flaws["overrides"] == []
-    from benchmarks.flaws import registered_strategies
-
-    assert registered_strategies() == list(choices()["pruning.strategy"])  # without --strategies: the registry's

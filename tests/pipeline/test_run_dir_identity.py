@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+from helpers.config import with_values
 from omegaconf import OmegaConf
 
 from ifexp.job_identity import claim_run_dir, config_digest
@@ -17,18 +18,8 @@ CONFIG = {
     "dataset": {"max_new_tokens": 160},
     "paths": {"cache_dir": "outputs/cache"},
     "logger": {"name": "wandb", "mode": "offline"},
+    "engine": {"reuse": "auto", "kv_cache_gib": 4},
 }
-
-
-def with_changes(**changes):
-    config = json.loads(json.dumps(CONFIG))
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split("__")
-        node = config
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return config
 
 
 def hydra_files(config):
@@ -50,15 +41,16 @@ def test_digest_is_the_same_from_the_job_and_from_its_saved_config(tmp_path):
 
 
 def test_settings_that_cannot_change_a_result_do_not_change_the_digest():
-    assert config_digest(with_changes(paths__cache_dir="/shared/cache", logger__mode="online")) == config_digest(CONFIG)
-    for changes in ({"pruning__combine": "zscore"}, {"train__lr": 0.01}, {"seed": 1}, {"dataset__max_new_tokens": 200}):
-        assert config_digest(with_changes(**changes)) != config_digest(CONFIG), changes
+    elsewhere = {"paths.cache_dir": "/shared/cache", "logger.mode": "online", "engine.reuse": "never"}
+    assert config_digest(with_values(CONFIG, elsewhere)) == config_digest(CONFIG)
+    for changes in ({"pruning.combine": "zscore"}, {"train.lr": 0.01}, {"seed": 1}, {"dataset.max_new_tokens": 200}):
+        assert config_digest(with_values(CONFIG, changes)) != config_digest(CONFIG), changes
 
 
 def test_a_job_of_another_config_is_refused_and_the_finished_one_stays(tmp_path):
     finish(tmp_path, CONFIG)
     before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    zscore = with_changes(pruning__combine="zscore")
+    zscore = with_values(CONFIG, {"pruning.combine": "zscore"})
     with pytest.raises(IfexpError) as error:
         claim_run_dir(tmp_path, zscore, hydra_files(zscore))
     assert str(error.value) == (
@@ -70,7 +62,7 @@ def test_a_job_of_another_config_is_refused_and_the_finished_one_stays(tmp_path)
 
 def test_the_same_config_may_run_again_where_it_finished(tmp_path):
     digest = finish(tmp_path, CONFIG)
-    moved_cache = with_changes(paths__cache_dir="/elsewhere")
+    moved_cache = with_values(CONFIG, {"paths.cache_dir": "/elsewhere"})
     assert claim_run_dir(tmp_path, moved_cache, hydra_files(moved_cache)) == digest
 
 
@@ -79,12 +71,22 @@ def test_a_finished_job_from_before_digests_is_matched_by_its_saved_config(tmp_p
     (tmp_path / "metrics.json").write_text(json.dumps({"strategy": "combined"}))
     assert claim_run_dir(tmp_path, CONFIG, hydra_files(CONFIG)) == config_digest(CONFIG)
     with pytest.raises(IfexpError, match="train.lr: 0.002 -> 0.01"):
-        claim_run_dir(tmp_path, with_changes(train__lr=0.01), hydra_files(CONFIG))
+        claim_run_dir(tmp_path, with_values(CONFIG, {"train.lr": 0.01}), hydra_files(CONFIG))
 
 
 def test_an_unfinished_job_of_another_config_is_replaced_and_the_log_says_so(tmp_path, caplog):
     claim_run_dir(tmp_path, CONFIG, hydra_files(CONFIG))  # started, never finished
-    other = with_changes(seed=3)
+    other = with_values(CONFIG, {"seed": 3})
     claim_run_dir(tmp_path, other, hydra_files(other))
     assert "held an unfinished job of another config (seed: 0 -> 3)" in caplog.text
     assert yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text())["seed"] == 3
+
+
+def test_a_job_finished_before_engine_reuse_could_not_change_a_result_is_still_that_job(tmp_path):
+    """Its metrics.json records the digest ifexp computed then, with engine.reuse counted (the value
+    below, from that code): the same config may run there again, another is refused."""
+    claim_run_dir(tmp_path, CONFIG, hydra_files(CONFIG))
+    (tmp_path / "metrics.json").write_text(json.dumps({"strategy": "combined", "config_digest": "e7e086ee22bc22ee"}))
+    assert claim_run_dir(tmp_path, CONFIG, hydra_files(CONFIG)) == config_digest(CONFIG) != "e7e086ee22bc22ee"
+    with pytest.raises(IfexpError, match="train.lr: 0.002 -> 0.01"):
+        claim_run_dir(tmp_path, with_values(CONFIG, {"train.lr": 0.01}), hydra_files(CONFIG))

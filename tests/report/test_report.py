@@ -8,15 +8,19 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import yaml
+from helpers.config import with_values
 
-from ifexp.report import Estimate, _delta_text, _per_seed_text, main, sign_flip_p_value, write_report
+from ifexp.report import main, write_report
+from ifexp.report.render import delta_text, per_seed_text
+from ifexp.report.stats import Estimate, sign_flip_p_value
 from ifexp.schema import IfexpError
 
 BENCH = "gsm"
 
 
 def job_config(**overrides):
-    """A resolved job config as Hydra writes it to .hydra/config.yaml (the parts the report reads)."""
+    """A resolved job config as Hydra writes it to .hydra/config.yaml (the parts the report reads),
+    with `overrides` ({dotted key: value}) set."""
     config = {
         "model": {"name": "m", "max_seq_len": 512, "lora_targets": ["q_proj", "v_proj"]},
         "dataset": {"name": "d", "n_train": 128, "flaw_fraction": 0.25},
@@ -30,13 +34,7 @@ def job_config(**overrides):
         "scorer": None,
         "seed": 0,
     }
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return config
+    return with_values(config, overrides)
 
 
 def write_job(job, config, pruned=None, random=None, metrics=None):
@@ -343,12 +341,12 @@ def test_rows_that_share_a_test_share_one_legend_line_with_each_rows_count(tmp_p
 
 def test_a_p_below_the_printed_precision_is_not_printed_as_zero():
     estimate = Estimate(mean=0.2, per_seed={0: 0.2}, low=0.1, high=0.3, interval="bootstrap", p=2e-7)
-    assert _delta_text(estimate).endswith("(p<0.001)")
-    assert _delta_text(Estimate(mean=0.2, per_seed={0: 0.2}, p=0.0404)).endswith("(p=0.040)")
+    assert delta_text(estimate).endswith("(p<0.001)")
+    assert delta_text(Estimate(mean=0.2, per_seed={0: 0.2}, p=0.0404)).endswith("(p=0.040)")
     # 10 seeds all one way: the exact sign-flip p over seeds is 2/1024, below its 2-digit precision
     ten_seeds = Estimate(mean=0.2, per_seed={s: 0.2 for s in range(10)}, p_seeds=sign_flip_p_value([0.2] * 10))
-    assert "p over seeds<0.01" in _per_seed_text(ten_seeds)
-    assert "p over seeds=0.25" in _per_seed_text(Estimate(mean=0.2, per_seed={0: 0.1, 1: 0.2, 2: 0.3}, p_seeds=0.25))
+    assert "p over seeds<0.01" in per_seed_text(ten_seeds)
+    assert "p over seeds=0.25" in per_seed_text(Estimate(mean=0.2, per_seed={0: 0.1, 1: 0.2, 2: 0.3}, p_seeds=0.25))
 
 
 def test_report_keeps_flaws_compute_and_figures(tmp_path):
@@ -413,3 +411,26 @@ def test_job_folders_linked_into_a_sweep_are_read_once_each(tmp_path):
     assert "6 jobs read" in report
     assert re.search(r"^\| combined \| 3 \|", report, re.MULTILINE)
     assert re.search(r"^\| oracle \| 3 \|", report, re.MULTILINE)
+
+
+def test_jobs_that_differ_only_in_engine_reuse_are_one_row(tmp_path):
+    """engine.reuse cannot change a result (ifexp.schema.CANNOT_CHANGE_A_RESULT): no section of its own."""
+    for seed, reuse in ((0, "auto"), (1, "never"), (2, "always")):
+        pruned, random = known_outcomes(seed)
+        write_job(tmp_path / f"combined-{seed}", job_config(seed=seed, **{"engine.reuse": reuse}), pruned, random)
+    report = write_report(tmp_path).read_text()
+    assert "## all jobs" in report and "## engine.reuse" not in report
+    assert report.count("| combined | 3 |") == 1
+    assert "`engine.reuse`, which cannot change a result" in report
+
+
+def test_a_job_that_recorded_its_digest_before_engine_reuse_joined_the_list_is_read(tmp_path):
+    """Its metrics.json names the digest of its config with engine.reuse counted (ifexp.job_identity)."""
+    from ifexp.job_identity import JOINED_CANNOT_CHANGE_A_RESULT, config_digest
+
+    config = job_config(seed=0, **{"engine.reuse": "auto"})
+    earlier = config_digest(config, counting=JOINED_CANNOT_CHANGE_A_RESULT)
+    assert earlier != config_digest(config)
+    pruned, random = known_outcomes(0)
+    write_job(tmp_path / "job", config, pruned, random, metrics={"config_digest": earlier})
+    assert "| combined | 1 |" in write_report(tmp_path).read_text()
