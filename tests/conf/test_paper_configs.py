@@ -15,7 +15,7 @@ from helpers.jobs import expand_sweep
 from ifexp.cli import compose_job
 from ifexp.examples import Example
 from ifexp.models import load_tokenizer
-from ifexp.schema import CHOICES, JobConfig, ModelConfig
+from ifexp.schema import JobConfig, ModelConfig
 from ifexp.train import encode_examples
 
 # Each model's context window: max_position_embeddings of its config.json (Qwen2.5-Math-7B-Instruct
@@ -57,8 +57,6 @@ def length_problems(job: JobConfig) -> list[str]:
     for model in {job.model.name: job.model, scorer.name: scorer}.values():
         if model.max_seq_len > CONTEXT[model.name]:
             problems.append(f"train: {model.name} max_seq_len {model.max_seq_len} > context {CONTEXT[model.name]}")
-    if job.train.overlong not in CHOICES["train.overlong"]:
-        problems.append(f"train.overlong={job.train.overlong}")
     return problems
 
 
