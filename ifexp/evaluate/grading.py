@@ -7,14 +7,22 @@ How a final answer is read from a text is the dataset's `answer_format`:
 - `last_number`: the last number;
 - `auto` (default): `hash` when the text has an answer line, else `boxed`, else `last_number`.
 
-math-verify's timeouts use SIGALRM: call these functions in the main thread of a process (or in
-worker processes), never from threads.
+No clock decides a grade. math-verify's own timeouts (5 s SIGALRM alarms around `parse` and
+`verify`) return "no match" when they fire, so on a loaded machine a correct answer could be graded
+wrong, and the eval cache would keep that grade; they are off here. One generous limit per answer
+(`GRADING_TIME_LIMIT_S`) guards against an expression that would never finish, and it raises
+`GradingTimeout` (no grade, nothing cached) rather than returning False. The limit is a SIGALRM
+timer: grade in the main thread of a process (or in worker processes), never from other threads.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +35,31 @@ ANSWER_FORMATS = CHOICES["dataset.answer_format"]
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _BOXED = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
 _WORDS = {"yes", "no", "true", "false"}
+
+# The longest one answer's grading (math-verify's parses and comparison together) may take before
+# GradingTimeout. Far above any real answer's time on a loaded machine: it only stops a pathological
+# expression from hanging the job.
+GRADING_TIME_LIMIT_S = 120.0
+
+
+class GradingTimeout(IfexpError):
+    """Grading one answer ran past GRADING_TIME_LIMIT_S: it gets no grade (and nothing is cached)."""
+
+
+class _TimeUp(BaseException):
+    """Raised by the grading alarm: a BaseException, so that the `except Exception` of math-verify
+    and sympy cannot turn it into "no match"."""
+
+
+class _NoTimeoutDisabledWarning(logging.Filter):
+    """math-verify warns once that its timeouts are off; here that is on purpose (GRADING_TIME_LIMIT_S)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _logger in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_logger).addFilter(_NoTimeoutDisabledWarning())
 
 
 def _after_mark(text: str) -> tuple[bool, str | None]:
@@ -71,8 +104,53 @@ def _clean(text: str) -> str:
     return re.sub(r"(?<=\d),(?=\d{3}\b)", "", text).strip()
 
 
+def _shortened(text: str, limit: int = 200) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _within_time_limit(grade: Callable[[], bool], predicted: str, gold: str) -> bool:
+    """grade() if it finishes within GRADING_TIME_LIMIT_S (wall clock), else GradingTimeout, whatever
+    grade() does with the alarm: a result computed after it fired is never a grade."""
+    if threading.current_thread() is not threading.main_thread():
+        raise IfexpError("grading must run in the main thread of a process (its time limit is a SIGALRM timer)")
+    fired = False
+
+    def alarm(signum, frame):
+        nonlocal fired
+        fired = True
+        raise _TimeUp
+
+    previous_handler = signal.signal(signal.SIGALRM, alarm)
+    # and again every second after, so that code which swallows an alarm does not run on unbounded
+    again = min(GRADING_TIME_LIMIT_S, 1.0)
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, GRADING_TIME_LIMIT_S, again)
+    started = time.monotonic()
+    try:
+        try:
+            result = grade()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # (an alarm just before this lands in the except below)
+    except _TimeUp:
+        pass
+    finally:
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_delay > 0:  # an outer timer (a test runner's) goes on with the time it had left
+            remaining = max(previous_delay - (time.monotonic() - started), 1e-6)
+            signal.setitimer(signal.ITIMER_REAL, remaining, previous_interval)
+    if fired:
+        raise GradingTimeout(
+            f"grading the answer {_shortened(predicted)} against the gold answer {_shortened(gold)} took over "
+            f"{GRADING_TIME_LIMIT_S:g} s: no grade is given (a timeout never means wrong); if the expression is "
+            "legitimate, raise ifexp.evaluate.grading.GRADING_TIME_LIMIT_S"
+        )
+    return result
+
+
 def answers_match(predicted: str | None, gold: str) -> bool:
-    """Does an extracted answer equal the gold answer (numerically or symbolically)?"""
+    """Does an extracted answer equal the gold answer (numerically or symbolically)?
+
+    GradingTimeout when math-verify runs past GRADING_TIME_LIMIT_S; main thread only (module docstring).
+    """
     if predicted is None:
         return False
     predicted, gold = _clean(predicted), _clean(str(gold))
@@ -80,17 +158,22 @@ def answers_match(predicted: str | None, gold: str) -> bool:
         return predicted.lower().strip(" .!") == gold.lower()
     if predicted == gold:
         return True
+    return _within_time_limit(lambda: _math_verify_match(predicted, gold), predicted, gold)
+
+
+def _math_verify_match(predicted: str, gold: str) -> bool:
     from math_verify import parse, verify
 
-    gold_parsed = parse(f"${gold}$")
-    predicted_parsed = parse(f"${predicted}$")
+    # timeouts off: _grading_time_limit is the only one, and it raises rather than grading
+    gold_parsed = parse(f"${gold}$", parsing_timeout=None)
+    predicted_parsed = parse(f"${predicted}$", parsing_timeout=None)
     if not gold_parsed or not predicted_parsed:
         # The answer line holds words around the number ("42 apples"): fall back to its last number.
         numbers = _NUMBER.findall(predicted)
         if not numbers or not gold_parsed:
             return False
-        predicted_parsed = parse(f"${_clean(numbers[-1])}$")
-    return bool(verify(gold_parsed, predicted_parsed))
+        predicted_parsed = parse(f"${_clean(numbers[-1])}$", parsing_timeout=None)
+    return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None))
 
 
 def is_correct(response: str, gold: str, answer_format: str = "auto") -> bool:
