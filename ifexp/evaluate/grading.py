@@ -7,6 +7,12 @@ How a final answer is read from a text is the dataset's `answer_format`:
 - `last_number`: the last number;
 - `auto` (default): `hash` when the text has an answer line, else `boxed`, else `last_number`.
 
+A benchmark may read its answers in a format of its own (`benchmarks.answer_format_for`), and one
+is for benchmarks only, not a dataset option:
+- `choice`: a multiple-choice letter A-D (GPQA): the first letter standing alone on the answer
+  line (`#### C`, `#### (C) photon`), else in the last `\\boxed{}`, else the last one on the
+  text's last non-empty line ("So the answer is C."); graded by equality with the gold letter.
+
 No clock decides a grade. math-verify's own timeouts (5 s SIGALRM alarms around `parse` and
 `verify`) return "no match" when they fire, so on a loaded machine a correct answer could be graded
 wrong, and the eval cache would keep that grade; they are off here. One generous limit per answer
@@ -30,11 +36,18 @@ import numpy as np
 from ifexp.data import ANSWER_MARK, Example, answer_line
 from ifexp.schema import CHOICES, IfexpError
 
-ANSWER_FORMATS = CHOICES["dataset.answer_format"]
+# how a dataset's traces and its models' answers may be read (dataset.answer_format) ...
+DATASET_ANSWER_FORMATS = CHOICES["dataset.answer_format"]
+# ... and how a benchmark's may also be
+BENCHMARK_ONLY_ANSWER_FORMATS = ("choice",)
+ANSWER_FORMATS = (*DATASET_ANSWER_FORMATS, *BENCHMARK_ONLY_ANSWER_FORMATS)
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _BOXED = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
 _WORDS = {"yes", "no", "true", "false"}
+# an option letter standing alone (the article "A" too: the prompt asks for a `####` line, and
+# the last line is read only without one)
+_CHOICE_LETTER = re.compile(r"(?<![A-Za-z])[A-D](?![A-Za-z])")
 
 # The longest one answer's grading (math-verify's parses and comparison together) may take before
 # GradingTimeout. Far above any real answer's time on a loaded machine: it only stops a pathological
@@ -83,10 +96,35 @@ def _last_number(text: str) -> str | None:
     return numbers[-1] if numbers else None
 
 
+def _choice_letter(text: str | None, last: bool = False) -> str | None:
+    """The option letter A-D a piece of text names: all of it when it is one letter ("c", "(C)."),
+    else the first (or last) capital A-D standing alone ("C) photon", "the answer is C")."""
+    if text is None:
+        return None
+    bare = text.strip().strip("()[]*:.").strip()
+    if len(bare) == 1 and bare.upper() in "ABCD":
+        return bare.upper()
+    letters = _CHOICE_LETTER.findall(text)
+    return (letters[-1] if last else letters[0]) if letters else None
+
+
+def _choice(response: str) -> str | None:
+    has_line, answer = _after_mark(response)
+    if has_line:
+        return _choice_letter(answer)
+    boxed = _last_boxed(response)
+    if boxed is not None:
+        return _choice_letter(boxed)
+    lines = [line for line in response.splitlines() if line.strip()]
+    return _choice_letter(lines[-1], last=True) if lines else None
+
+
 def extract_answer(response: str, answer_format: str = "auto") -> str | None:
     """The final answer read with `answer_format` (module docstring); None when there is none."""
     if answer_format not in ANSWER_FORMATS:
         raise IfexpError(f"answer_format={answer_format!r}: expected one of {', '.join(ANSWER_FORMATS)}")
+    if answer_format == "choice":
+        return _choice(response)
     if answer_format in ("hash", "auto"):
         has_line, answer = _after_mark(response)
         if has_line or answer_format == "hash":
@@ -176,9 +214,17 @@ def _math_verify_match(predicted: str, gold: str) -> bool:
     return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None))
 
 
+def grade(answer: str | None, gold: str, answer_format: str = "auto") -> bool:
+    """Does an answer read with answer_format equal the gold answer? A letter (`choice`) must be
+    the gold letter; anything else is compared by `answers_match`."""
+    if answer_format == "choice":
+        return answer is not None and answer == str(gold).strip().upper()
+    return answers_match(answer, gold)
+
+
 def is_correct(response: str, gold: str, answer_format: str = "auto") -> bool:
     """Does the response's final answer (read with answer_format) equal the gold answer?"""
-    return answers_match(extract_answer(response, answer_format), gold)
+    return grade(extract_answer(response, answer_format), gold, answer_format)
 
 
 def pass_at_1(correct: list[list[bool]]) -> float:
@@ -219,7 +265,7 @@ def check_trace_answers(examples: Sequence[Example], answer_format: str = "auto"
     """Read each example's final answer from its `cot` with answer_format and grade it against
     its `answer` exactly as a generation is graded (`is_correct`)."""
     answers = [extract_answer(example.cot, answer_format) for example in examples]
-    correct = [answers_match(answer, example.answer) for answer, example in zip(answers, examples, strict=True)]
+    correct = [grade(answer, example.answer, answer_format) for answer, example in zip(answers, examples, strict=True)]
     return TraceAnswers(
         correct=np.array(correct, dtype=bool), has_answer=np.array([a is not None for a in answers], dtype=bool)
     )

@@ -81,6 +81,18 @@ HEADINGS = "#### Step 1\n6 * 7 = 42\n#### Step 2\n42 - 1 = 41\n#### 41"
         ("x = 3 + 4 = 7, so 42 \\boxed{41}", "last_number", "41"),
         ("no numbers", "last_number", None),
         ("We have 5.\n####", "auto", None),  # an empty answer line: no answer, as before
+        # choice: a letter A-D, from the answer line, else the last box, else the last line
+        ("B) is out, 2 remain\n#### C", "choice", "C"),
+        ("#### (c).", "choice", "C"),
+        ("#### C) photon, not A", "choice", "C"),
+        ("#### 42", "choice", None),
+        ("A is out. \\boxed{D} it is", "choice", "D"),
+        ("A is out, B too.\nSo the answer is D.", "choice", "D"),
+        ("So the answer is D.\nAll good", "choice", None),
+        ("A closer look: it is B", "choice", "B"),
+        ("On closer look, A remains", "choice", "A"),
+        ("a question", "choice", None),
+        ("", "choice", None),
     ],
 )
 def test_answer_formats(text, answer_format, expected):
@@ -97,7 +109,9 @@ def test_is_correct_reads_with_the_answer_format():
     assert is_correct("#### 41\n\\boxed{42}", "42", answer_format="boxed")
     assert not is_correct("#### 41\n\\boxed{42}", "42", answer_format="auto")
     assert not is_correct("6 * 7 = 42", "42", answer_format="hash")
-    with pytest.raises(IfexpError, match="answer_format='latex': expected one of auto, hash, boxed, last_number"):
+    with pytest.raises(
+        IfexpError, match="answer_format='latex': expected one of auto, hash, boxed, last_number, choice"
+    ):
         extract_answer("#### 1", "latex")
 
 
