@@ -130,9 +130,9 @@ def check_model_len(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str
 
 
 # (engine config, a call's jobs) -> job name -> per prompt, its samples
-Generator = Callable[[EngineConfig, list[GenerationJob]], dict[str, list[list[Sample]]]]
+GenerateJobs = Callable[[EngineConfig, list[GenerationJob]], dict[str, list[list[Sample]]]]
 # engine.name -> how that engine runs a call (registered below: vllm, hf)
-ENGINES: Registry[Generator] = Registry("engine.name")
+ENGINES: Registry[GenerateJobs] = Registry("engine.name")
 
 
 def generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
