@@ -7,8 +7,8 @@ How a final answer is read from a text is the dataset's `answer_format`:
 - `last_number`: the last number;
 - `auto` (default): `hash` when the text has an answer line, else `boxed`, else `last_number`.
 
-A benchmark may read its answers in a format of its own (`benchmarks.answer_format_for`), and one
-is for benchmarks only, not a dataset option:
+Each benchmark reads its answers in its own format (`benchmarks.answer_format_for`); one format is
+for benchmarks only, not a dataset option:
 - `choice`: a multiple-choice letter A-D (GPQA): the first letter standing alone on the answer
   line (`#### C`, `#### (C) photon`), else in the last `\\boxed{}`, else the last one on the
   text's last non-empty line ("So the answer is C."); graded by equality with the gold letter.
@@ -38,7 +38,7 @@ from ifexp.schema import CHOICES, IfexpError
 
 # how a dataset's traces and its models' answers may be read (dataset.answer_format) ...
 DATASET_ANSWER_FORMATS = CHOICES["dataset.answer_format"]
-# ... and how a benchmark's may also be
+# ... and the formats only a benchmark reads with (`Benchmark.answer_format`; no dataset option)
 BENCHMARK_ONLY_ANSWER_FORMATS = ("choice",)
 ANSWER_FORMATS = (*DATASET_ANSWER_FORMATS, *BENCHMARK_ONLY_ANSWER_FORMATS)
 
