@@ -27,6 +27,15 @@ class Example:
     flaw: str = ""
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A question with its gold final answer: what a benchmark holds and a model is graded on."""
+
+    id: str
+    question: str
+    answer: str
+
+
 def _is_heading(line: str) -> bool:
     """`#### Step 1`, `#### **Solution**`: a line that opens with the mark and then a word."""
     stripped = line.lstrip()

@@ -29,9 +29,9 @@ import numpy as np
 
 from ifexp import outputs
 from ifexp.cache import Artifact
-from ifexp.evaluate.benchmarks import Problem, load_benchmark
+from ifexp.evaluate.benchmarks import answer_format_for, held_out_problems, load_benchmark
 from ifexp.evaluate.grading import check_trace_answers
-from ifexp.examples import Example
+from ifexp.examples import Example, Problem
 from ifexp.influence.score import rank_score
 from ifexp.models import Checkpoint
 from ifexp.schema import IfexpError, JobConfig, PruningConfig
@@ -80,7 +80,7 @@ def load_benchmarks(cfg: JobConfig, test: list[Example]) -> dict[str, list[Probl
     dataset's own name is that split. A job with nothing to evaluate stops here, before training."""
     benchmarks = {}
     if test:
-        benchmarks[cfg.dataset.name] = [Problem(e.id, e.question, e.answer) for e in test]
+        benchmarks[cfg.dataset.name] = held_out_problems(test)
     for name in cfg.eval.benchmarks:
         if name not in benchmarks:
             benchmarks[name] = load_benchmark(name, cfg.eval.max_examples, cfg.eval.benchmark_seed)
@@ -348,8 +348,9 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
     if cfg.eval.eval_base:
         models["base"] = Checkpoint(base)
     with job.timed("eval"):
+        answer_formats = {b: answer_format_for(b, cfg.dataset.name, cfg.dataset.answer_format) for b in benchmarks}
         evals = evaluate(
-            job.cache_dir, models, benchmarks, cfg.eval, cfg.engine, cfg.dataset, cfg.model.system_prompt, cfg.seed
+            job.cache_dir, models, benchmarks, answer_formats, cfg.eval, cfg.engine, cfg.model.system_prompt, cfg.seed
         )
     # 6. The comparison with Random (and the base model), and the run's outputs.
     job.metrics.update(compare(evals, run_dir))

@@ -21,7 +21,7 @@ import torch
 from scipy.stats import spearmanr
 
 from ifexp.cli import compose_job
-from ifexp.evaluate.benchmarks import Problem
+from ifexp.examples import Problem
 from ifexp.influence.estimator import make_estimator_preconditioner
 from ifexp.influence.features import read_store
 from ifexp.influence.score import influence_matrix, influence_scores, self_influence
@@ -51,9 +51,9 @@ def main(overrides: list[str]) -> None:
         cache,
         {"theta": theta},
         problems,
+        {"val": cfg.dataset.answer_format},
         cfg.queries,
         cfg.engine,
-        cfg.dataset,
         cfg.model.system_prompt,
         cfg.scorer_seed,
     )["theta"]["val"]

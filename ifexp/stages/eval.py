@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ifexp.cache import Artifact, Stage, config_slice, content_hash
-from ifexp.evaluate.benchmarks import Problem, answer_format_for
 from ifexp.evaluate.engines import GenerationJob, effective_model_len, generate
 from ifexp.evaluate.grading import is_correct, pass_at_1
+from ifexp.examples import Problem
 from ifexp.models import Checkpoint, load_tokenizer
 from ifexp.prompts import prompt_ids
-from ifexp.schema import DatasetConfig, EngineConfig, EvalConfig, QueryConfig, resource_fields
+from ifexp.schema import EngineConfig, EvalConfig, QueryConfig, resource_fields
 
 log = logging.getLogger(__name__)
 STAGE = Stage("eval", __name__)
@@ -42,21 +42,20 @@ def evaluate(
     cache_dir: Path,
     models: dict[str, Checkpoint],
     benchmarks: dict[str, list[Problem]],
+    answer_formats: dict[str, str],
     generation: EvalConfig | QueryConfig,
     engine: EngineConfig,
-    dataset: DatasetConfig,
     system_prompt: str | None,
     seed: int,
 ) -> dict[str, dict[str, Artifact]]:
     """model name -> benchmark -> its eval artifact; every pair not in the cache yet is generated
-    in one engine call. Each benchmark is graded in its own answer format (the dataset's for the
-    in-domain split named dataset.name: `answer_format_for`)."""
+    in one engine call. Each benchmark is graded in its own answer format (`answer_formats`: the
+    dataset's for its own questions, the benchmark's elsewhere: benchmarks.answer_format_for)."""
     tokenizer = load_tokenizer(next(iter(models.values())).model_path)
     prompts = {
         bench: [prompt_ids(tokenizer, p.question, system_prompt) for p in problems]
         for bench, problems in benchmarks.items()
     }
-    answer_formats = {bench: answer_format_for(bench, dataset.name, dataset.answer_format) for bench in benchmarks}
     inputs: dict[tuple[str, str], dict[str, Any]] = {}
     for model_name, model in models.items():
         for bench, problems in benchmarks.items():

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from ifexp.cache import Artifact
-from ifexp.evaluate.benchmarks import Problem
-from ifexp.examples import Example
+from ifexp.examples import Example, Problem
 from ifexp.models import Checkpoint, load_tokenizer
 from ifexp.prompts import encode_example
 from ifexp.schema import IfexpError, JobConfig, ModelConfig
@@ -46,9 +45,9 @@ def answer_validation_questions(
         cache_dir,
         {"theta_star": theta_star},
         {VALIDATION: problems},
+        {VALIDATION: cfg.dataset.answer_format},  # the dataset's own questions
         cfg.queries,
         cfg.engine,
-        cfg.dataset,
         scorer_cfg.system_prompt,
         cfg.scorer_seed,
     )["theta_star"][VALIDATION]
