@@ -12,7 +12,7 @@ import pytest
 from helpers.data import EASY_TRAINING, read_records
 from helpers.jobs import run
 
-from ifexp.cache import Stage, config_slice
+from ifexp.cache import STAGES, Stage, config_slice
 
 # A small job on the tiny model; high_harm needs theta*, its graded answers, both feature
 # stores and the scores, so every stage of the chain runs.
@@ -61,16 +61,19 @@ def test_full_finetuning_evaluates_each_model_from_its_own_generations(easy_cot,
 
 def test_stage_keys_hold_code_and_library_versions(tmp_path):
     stage = Stage("probe", "ifexp.stages.eval")
-    version = stage.version()
-    assert version["code"]["ifexp.evaluate.grading"] and version["code"]["ifexp.stages.eval"]
-    assert version["libraries"]["torch"].startswith("2.") and version["python"].startswith("3.")
-    assert stage.locate(tmp_path, {"a": 1}) != stage.locate(tmp_path, {"a": 2})
-    assert stage.find(tmp_path, {"a": 1}) is None
-    built = stage.get(tmp_path, {"a": 1}, lambda out: {"n": 1})
-    assert stage.find(tmp_path, {"a": 1}) == built and built.manifest()["n"] == 1
-    assert built.manifest()["key"]["version"] == json.loads(json.dumps(version))
-    with pytest.raises(ValueError, match="already declared"):
-        Stage("probe", "ifexp.stages.sft")
+    try:
+        version = stage.version()
+        assert version["code"]["ifexp.evaluate.grading"] and version["code"]["ifexp.stages.eval"]
+        assert version["libraries"]["torch"].startswith("2.") and version["python"].startswith("3.")
+        assert stage.locate(tmp_path, {"a": 1}) != stage.locate(tmp_path, {"a": 2})
+        assert stage.find(tmp_path, {"a": 1}) is None
+        built = stage.get(tmp_path, {"a": 1}, lambda out: {"n": 1})
+        assert stage.find(tmp_path, {"a": 1}) == built and built.manifest()["n"] == 1
+        assert built.manifest()["key"]["version"] == json.loads(json.dumps(version))
+        with pytest.raises(ValueError, match="already declared"):
+            Stage("probe", "ifexp.stages.sft")
+    finally:
+        STAGES.pop("probe")
 
 
 @dataclass
