@@ -36,6 +36,7 @@ from ifexp.influence.score import rank_score
 from ifexp.models import Checkpoint
 from ifexp.schema import IfexpError, JobConfig, PruningConfig
 from ifexp.selection import SIGNALS, Signals, flaw_detection, needed_signals, removal_scores, select
+from ifexp.selection.lexical import lexical_ceilings
 from ifexp.stages.base_model import prepare_model
 from ifexp.stages.dataset import Dataset, build_dataset
 from ifexp.stages.embedding import build_embedding, read_embedding
@@ -363,6 +364,8 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
     options = {k: v for k, v in asdict(cfg.pruning).items() if k not in ("strategy", "fraction")}
     outputs.write_selection(run_dir, cfg.pruning.strategy, cfg.pruning.fraction, cfg.seed, options, signals.ids, kept)
     job.metrics.update(flaw_detection(kept, ranking, signals.flaw))
+    # what the trace text alone finds (a family above 0.8 is a format, not a reasoning flaw)
+    job.metrics.update(lexical_ceilings([e.cot for e in data.train], signals.flaw))
     # 4. Fine-tune the trainee on each subset.
     sft = {}
     for arm, mask in training_subsets(cfg, signals, kept).items():
