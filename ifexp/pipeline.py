@@ -36,10 +36,11 @@ from ifexp.influence.score import rank_score
 from ifexp.models import Checkpoint
 from ifexp.schema import IfexpError, JobConfig, PruningConfig
 from ifexp.selection import SIGNALS, Signals, flaw_detection, needed_signals, removal_scores, select
+from ifexp.selection.lexical import lexical_ceilings
 from ifexp.stages.base_model import prepare_model
 from ifexp.stages.dataset import Dataset, build_dataset
 from ifexp.stages.embedding import build_embedding, read_embedding
-from ifexp.stages.eval import evaluate, warn_if_length_capped
+from ifexp.stages.eval import evaluate, read_generations, warn_if_length_capped
 from ifexp.stages.features import build_features
 from ifexp.stages.perplexity import build_perplexity, read_perplexity
 from ifexp.stages.queries import answer_validation_questions
@@ -192,6 +193,31 @@ def embedding_step(scorer: Scorer) -> dict[str, Any]:
     return {"embedding": read_embedding(artifact)}
 
 
+def difficulty_step(scorer: Scorer) -> dict[str, Any]:
+    """Each training question's solve rate: a model's answers (the queries' sampling), graded."""
+    job, cfg = scorer.job, scorer.job.cfg
+    if cfg.pruning.difficulty_model == "theta_star":
+        model, system_prompt = scorer.theta_star, scorer.cfg.system_prompt
+    else:
+        model, system_prompt = Checkpoint(scorer.base), cfg.model.system_prompt
+    problems = {"train": [Problem(e.id, e.question, e.answer) for e in scorer.data.train]}
+    with job.timed("difficulty"):
+        artifact = evaluate(
+            job.cache_dir,
+            {"solver": model},
+            problems,
+            {"train": cfg.dataset.answer_format},  # the dataset's own questions
+            cfg.queries,
+            cfg.engine,
+            system_prompt,
+            cfg.scorer_seed,
+        )["solver"]["train"]
+    job.artifacts["difficulty"] = artifact
+    solve_rate = [sum(r["correct"]) / len(r["correct"]) for r in read_generations(artifact)]
+    job.metrics["difficulty/mean_solve_rate"] = float(np.mean(solve_rate))
+    return {"difficulty": np.asarray(solve_rate, dtype=np.float64)}
+
+
 # signal -> the step that computes it, in the order they run
 SIGNAL_STEPS: dict[str, Callable[[Scorer], dict[str, Any]]] = {
     "theta_loss": theta_loss_step,
@@ -199,6 +225,7 @@ SIGNAL_STEPS: dict[str, Callable[[Scorer], dict[str, Any]]] = {
     "influence": influence_step,
     "perplexity": perplexity_step,
     "embedding": embedding_step,
+    "difficulty": difficulty_step,
 }
 assert set(SIGNAL_STEPS) == set(SIGNALS), "every signal a strategy may need has its step"
 # scores.csv carries I(d, d) and the perplexity beside s_C / s_I: computed with them
@@ -337,6 +364,8 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
     options = {k: v for k, v in asdict(cfg.pruning).items() if k not in ("strategy", "fraction")}
     outputs.write_selection(run_dir, cfg.pruning.strategy, cfg.pruning.fraction, cfg.seed, options, signals.ids, kept)
     job.metrics.update(flaw_detection(kept, ranking, signals.flaw))
+    # what the trace text alone finds (a family above 0.8 is a format, not a reasoning flaw)
+    job.metrics.update(lexical_ceilings([e.cot for e in data.train], signals.flaw))
     # 4. Fine-tune the trainee on each subset.
     sft = {}
     for arm, mask in training_subsets(cfg, signals, kept).items():

@@ -171,7 +171,8 @@ class PruningConfig:
     """Which floor(fraction * |D|) training examples to remove (DESIGN.md strategies)."""
 
     # a registered strategy (ifexp.selection.STRATEGIES): none | random | perplexity | embedding |
-    # low_benefit | high_harm | combined | self_influence | oracle | answer_check | length | theta_loss
+    # low_benefit | high_harm | combined | self_influence | oracle | answer_check | length | theta_loss |
+    # difficulty
     strategy: str = "none"
     fraction: float = 0.0
     # perplexity: keep the low | high | middle perplexity examples (under the base model)
@@ -185,6 +186,9 @@ class PruningConfig:
     length_keep: str = "short"
     # theta_loss: keep the low-loss examples under theta* (remove the highest) | the middle (both tails)
     loss_keep: str = "low"
+    # difficulty: remove the questions this model already solves (its sampled answers graded, as
+    # s1 and OpenThoughts filter): the trainee's base model | theta* (the model fine-tuned on all of D)
+    difficulty_model: str = "base"
     # answer_check: the traces whose own final answer is wrong or missing are removed first (the
     # cheap filter a practitioner applies before anything else), the strategy ranks the rest; the
     # same floor(fraction * |D|) in all, so Random of the same size stays the comparison

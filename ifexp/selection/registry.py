@@ -21,8 +21,8 @@ from ifexp.schema import IfexpError, JobConfig, PruningConfig
 
 # What a strategy may need computed beyond the trace answers and lengths, which are always there:
 # s_C / s_I and their ranks (theta*, its graded answers, both feature stores), I(d, d), the base
-# model's perplexity, embeddings, the loss under theta*.
-SIGNALS = ("influence", "perplexity", "embedding", "self_influence", "theta_loss")
+# model's perplexity, embeddings, the loss under theta*, the training questions' solve rates.
+SIGNALS = ("influence", "perplexity", "embedding", "self_influence", "theta_loss", "difficulty")
 # pruning.strategy -> its class, in definition order
 STRATEGIES: Registry[type[Strategy]] = Registry("pruning.strategy")
 
@@ -48,6 +48,8 @@ class Signals:
     length: np.ndarray | None = None
     # each example's loss under theta* (mean response-token cross-entropy)
     theta_loss: np.ndarray | None = None
+    # each training question's solve rate: the fraction of a model's sampled answers graded correct
+    difficulty: np.ndarray | None = None
     n_correct_queries: int = 0
     n_incorrect_queries: int = 0
 

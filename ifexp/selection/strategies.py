@@ -1,6 +1,6 @@
 """The built-in strategies (DESIGN.md), in the order schema.CHOICES lists them: the paper's
 (random, perplexity, embedding, the influence ones, oracle, none) and the practitioner baselines
-every strategy is judged against (answer_check, length, theta_loss, self_influence)."""
+every strategy is judged against (answer_check, length, theta_loss, self_influence, difficulty)."""
 
 from __future__ import annotations
 
@@ -189,6 +189,20 @@ class ThetaLoss(Strategy):
         rank = np.empty(n)
         rank[np.argsort(loss, kind="stable")] = np.arange(n)
         return np.abs(rank - (n - 1) / 2)
+
+
+class Difficulty(Strategy):
+    """The questions a model already solves first (its solve rate, highest removed; ties at random):
+    the difficulty filter of s1 and OpenThoughts, with the trainee's base model or theta*."""
+
+    name = "difficulty"
+    needs = {"difficulty"}
+    options = {"difficulty_model": ("base", "theta_star")}
+
+    def removal_scores(self, cfg: PruningConfig, signals: Signals, seed: int) -> np.ndarray:
+        solve_rate = np.asarray(signals.difficulty, dtype=np.float64)
+        # a solve rate moves in steps of 1/n_samples: a tie-break far below that keeps the order
+        return solve_rate + 1e-6 * random_order(len(signals.ids), seed)
 
 
 # the built-in strategies that rank by s_C / s_I (they share theta*'s scores)

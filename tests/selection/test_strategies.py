@@ -88,3 +88,16 @@ def test_precision_at_n():
     assert precision_at_n(np.array([0.9, 0.1, 0.8, 0.2]), np.array([1, 0, 0, 1])) == 0.5
     assert precision_at_n(np.array([0.9, 0.1, 0.8, 0.2]), np.array([1, 0, 1, 0])) == 1.0
     assert np.isnan(precision_at_n(np.zeros(3), np.zeros(3)))
+
+
+def test_difficulty_removes_the_questions_a_model_already_solves_first():
+    assert needed_signals("difficulty") == {"difficulty"}
+    solve_rate = np.array([0.0, 1.0, 0.25, 0.75, 1.0, 0.0, 0.5, 0.0])
+    sig = signals(8, difficulty=solve_rate)
+    assert removed(PruningConfig("difficulty", 0.25), sig) == {1, 4}  # the two solved every time
+    assert removed(PruningConfig("difficulty", 0.5), sig) == {1, 4, 3, 6}
+    # ties (the unsolved ones) break at random, seeded
+    picks = {frozenset(removed(PruningConfig("difficulty", 0.75), sig, seed)) for seed in range(6)}
+    assert all({1, 4, 3, 6, 2} <= p and len(p) == 6 for p in picks) and len(picks) > 1
+    with pytest.raises(IfexpError, match="pruning.difficulty_model='oracle'"):
+        validate(JobConfig(pruning=PruningConfig("difficulty", 0.25, difficulty_model="oracle")))
