@@ -105,8 +105,10 @@ def compose_job(overrides: Sequence[str] = (), check: bool = True) -> JobConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         job = _to_job_config(compose(config_name="config", overrides=list(overrides)))
     if check:
+        from ifexp.plugins import load_plugins
         from ifexp.validation import validate
 
+        load_plugins(job.plugins)
         validate(job)
     return job
 
@@ -240,6 +242,7 @@ def _job(cfg: DictConfig) -> float | None:
     from ifexp import outputs
     from ifexp.job_identity import claim_run_dir
     from ifexp.pipeline import run_job
+    from ifexp.plugins import load_plugins
     from ifexp.tracking import Tracker
     from ifexp.validation import validate
 
@@ -251,6 +254,9 @@ def _job(cfg: DictConfig) -> float | None:
     tracker = None
     try:
         job = _to_job_config(cfg)
+        # in the job's own process (a submitit launcher runs each job in one): before validation,
+        # which asks the registries the plugins register in
+        load_plugins(job.plugins)
         validate(job)
         digest = claim_run_dir(run_dir, OmegaConf.to_container(cfg, resolve=False), _hydra_files(cfg, hydra_cfg))
         tracker = Tracker(job.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir.name, group)
@@ -286,6 +292,10 @@ def _job(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    from ifexp.plugins import LAUNCH_DIR_VARIABLE
+
+    # where plugin modules are also looked up, in this process and in the jobs' (inherited)
+    os.environ[LAUNCH_DIR_VARIABLE] = os.getcwd()
     _job()
 
 

@@ -34,6 +34,7 @@ from ifexp.evaluate.grading import check_trace_answers
 from ifexp.examples import Example, Problem
 from ifexp.influence.score import rank_score
 from ifexp.models import Checkpoint
+from ifexp.plugins import load_plugins
 from ifexp.schema import IfexpError, JobConfig, PruningConfig
 from ifexp.selection import SIGNALS, Signals, flaw_detection, needed_signals, removal_scores, select
 from ifexp.stages.base_model import prepare_model
@@ -303,6 +304,7 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
     """Score, prune, fine-tune on what is kept, evaluate against Random; write the run's outputs.
     `config_digest` (the entry point's `ifexp.job_identity`) goes into metrics.json: it says which
     config the run dir's results came from."""
+    load_plugins(cfg.plugins)
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     job = Job(cfg, Path(cfg.paths.cache_dir).resolve())

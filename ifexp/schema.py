@@ -239,6 +239,10 @@ class JobConfig:
     # corrupted traces better: docs/results.md); None trains theta* like the pruned models.
     scorer_epochs: float | None = None
     seed: int = 0
+    # Modules of the user's own imported before the job is validated, in the job's own process
+    # (ifexp.plugins): strategies, projections, preconditioners, benchmarks, ... that register
+    # themselves. plugins=[my_lab.strategies]
+    plugins: list[str] = field(default_factory=list)
 
 
 # Config values that cannot change a result: where artifacts are cached, the W&B settings,
