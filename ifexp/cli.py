@@ -171,10 +171,15 @@ class FolderAsGroup(ConfigSource):
 
 
 class SweepsSearchPath(SearchPathPlugin):
-    """Puts the top-level sweeps/ folder on Hydra's search path as the group `sweeps`."""
+    """Puts the top-level sweeps/ folder on Hydra's search path as the group `sweeps`, and the
+    `conf/` folder of each installed plugin package (ifexp.plugins) after conf/."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        from ifexp.plugins import installed_plugin_conf_dirs
+
         search_path.append(provider="ifexp-sweeps", path=f"{FolderAsGroup.scheme()}://{SWEEPS_DIR}")
+        for folder in installed_plugin_conf_dirs():
+            search_path.append(provider=f"ifexp-plugin:{folder.parent.name}", path=f"file://{folder}")
 
 
 Plugins.instance().register(FolderAsGroup)

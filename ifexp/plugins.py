@@ -9,6 +9,12 @@ launcher's, also in its jobs' processes: `LAUNCH_DIR_VARIABLE`). Defining a Stra
 registering in any registry, is all a plugin does; its config YAML (conf/pruning/my_strategy.yaml)
 comes from a folder on Hydra's search path (`hydra.searchpath=[file://DIR]`).
 
+An installed package can declare its plugin modules in the entry-point group `ifexp.plugins`
+(`[project.entry-points."ifexp.plugins"] my_lab = "my_lab.strategies"`): they are loaded for every
+job, before the listed ones, and a `conf/` folder inside the module's top-level package is put on
+Hydra's search path when `ifexp` starts (`cli.SweepsSearchPath`), so its YAML files need no
+`hydra.searchpath` and `pruning=glob(*)` sees them.
+
 The cache: a plugin's code is not in the import closure of ifexp's stage modules, so it is recorded
 when loaded (`code_version.record_plugin`: its code version and the modules that declare the
 registries it registered in) and every stage whose closure holds one of those modules keys it
@@ -31,15 +37,41 @@ from ifexp.code_version import PLUGINS, record_plugin
 from ifexp.registry import Registry
 from ifexp.schema import IfexpError
 
+ENTRY_POINT_GROUP = "ifexp.plugins"
 # The folder `ifexp` was started in, set by the entry point and inherited by the jobs' processes
 # (submitit's local and Slurm launchers): a plugin module is also looked up there.
 LAUNCH_DIR_VARIABLE = "IFEXP_LAUNCH_DIR"
 
 
 def load_plugins(names: Iterable[str]) -> None:
-    """Imports each plugin module once per process (in order) and records what it registered."""
-    for name in names:
+    """Imports the installed plugins, then each listed module, once per process (in order), and
+    records what each registered."""
+    for name in dict.fromkeys([*installed_plugins(), *names]):
         load_plugin(name)
+
+
+def installed_plugins() -> list[str]:
+    """The modules installed packages declare in the `ifexp.plugins` entry-point group."""
+    from importlib.metadata import entry_points
+
+    return sorted({entry.module for entry in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def installed_plugin_conf_dirs() -> list[Path]:
+    """The `conf/` folder inside each installed plugin's top-level package, where there is one
+    (found without importing the plugin)."""
+    import importlib.util
+
+    folders = []
+    for module in installed_plugins():
+        try:
+            spec = importlib.util.find_spec(module.split(".")[0])
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            if (Path(location) / "conf").is_dir():
+                folders.append(Path(location) / "conf")
+    return folders
 
 
 def _declare_registries() -> None:

@@ -28,14 +28,12 @@ from ifexp.registry import Registry
 from ifexp.schema import IfexpError
 
 
-def ifexp_in(project: Path, *args: str) -> subprocess.CompletedProcess:
-    """`ifexp ARGS` started in the project folder, ifexp from this tree (PYTHONPATH), the project
-    folder not on sys.path (-P, as under the console script)."""
-    env = {
-        **os.environ,
-        "WANDB_SILENT": "true",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
+def ifexp_in(project: Path, *args: str, site: Path | None = None) -> subprocess.CompletedProcess:
+    """`ifexp ARGS` started in the project folder, ifexp from this tree (PYTHONPATH; `site`: a
+    folder of installed packages beside it), the project folder not on sys.path (-P, as under the
+    console script)."""
+    paths = [str(REPO), *([str(site)] if site else []), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "WANDB_SILENT": "true", "PYTHONPATH": os.pathsep.join(paths)}
     return subprocess.run(
         [sys.executable, "-P", "-m", "ifexp.cli", *args],
         cwd=project,
@@ -96,6 +94,31 @@ def test_a_two_job_multirun_runs_it_in_every_job(project, tmp_path, launcher):
     assert removed_as_expected(selections[STRATEGY]) and not removed_as_expected(selections["random"])
     if launcher == "local":  # the jobs ran through submitit, each in its own process
         assert list((project / "sweep" / ".submitit").glob("*/*_result.pkl"))
+
+
+def test_an_installed_plugin_package_needs_neither_the_plugins_key_nor_a_search_path(tmp_path):
+    """A package installed with an `ifexp.plugins` entry point and its YAML in its own conf/ folder:
+    loaded for every job, and its conf/ on the search path from the start, so a glob sees it."""
+    site = tmp_path / "site"
+    (write_plugin(site)).rename(site / "my_lab" / "conf")
+    dist_info = site / "my_lab-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-lab\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[ifexp.plugins]\nmy_lab = {MODULE}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = ifexp_in(
+        elsewhere,
+        "-m",
+        *CHEAP_JOB,
+        "pruning=glob(last_*)",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "hydra.sweep.dir=sweep",
+        site=site,
+    )
+    succeeded(result)
+    (selection,) = [json.loads(p.read_text()) for p in (elsewhere / "sweep").glob("*/selection.json")]
+    assert selection["strategy"] == STRATEGY and removed_as_expected(selection)
 
 
 def test_a_plugin_that_cannot_be_imported_is_one_line_naming_it(project, tmp_path):
