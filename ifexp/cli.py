@@ -264,7 +264,9 @@ def _job(cfg: DictConfig) -> float | None:
         load_plugins(job.plugins)
         validate(job)
         digest = claim_run_dir(run_dir, OmegaConf.to_container(cfg, resolve=False), _hydra_files(cfg, hydra_cfg))
-        tracker = Tracker(job.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir.name, group)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        # W&B: the sweep's runs side by side (group), told apart by strategy (job_type)
+        tracker = Tracker(job.logger, run_dir, config, run_dir.name, group, job_type=job.pruning.strategy)
         metrics = run_job(job, run_dir, tracker, config_digest=digest)
     except (IfexpError, OmegaConfBaseException) as error:
         # user errors (an OmegaConf one: a missing mandatory value, say): one line, no traceback

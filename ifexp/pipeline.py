@@ -338,6 +338,9 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
     kept = select(cfg.pruning, signals, cfg.seed, ranking)
     options = {k: v for k, v in asdict(cfg.pruning).items() if k not in ("strategy", "fraction")}
     outputs.write_selection(run_dir, cfg.pruning.strategy, cfg.pruning.fraction, cfg.seed, options, signals.ids, kept)
+    if ranking is not None:
+        labels = signals.flaw if any(signals.flaw) else None
+        outputs.write_removal_scores(run_dir, signals.ids, ranking, kept, labels)
     job.metrics.update(flaw_detection(kept, ranking, signals.flaw))
     # 4. Fine-tune the trainee on each subset.
     sft = {}
@@ -408,10 +411,12 @@ def write_outputs(
         if outputs.delta_key(bench) in metrics
     }
     if deltas and metrics[outputs.STRATEGY_KEY] != "random":
+        nan = float("nan")  # one job: no interval
         figure_paths.append(
             figures.delta_bars(
                 run_dir / outputs.FIGURES / "delta_vs_random.png",
-                {metrics[outputs.STRATEGY_KEY]: {b: (d, d, d) for b, d in deltas.items()}},
+                {metrics[outputs.STRATEGY_KEY]: {b: (d, nan, nan) for b, d in deltas.items()}},
+                title="Δ pass@1 vs Random (this job: one seed, no interval)",
             )
         )
     if tracker is not None:
