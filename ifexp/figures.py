@@ -79,6 +79,7 @@ def delta_bars(
         1,
         len(benchmarks),
         figsize=(3.6 * len(benchmarks) + label_width, 0.42 * len(labels) + 1.5),
+        sharex=True,  # one scale: bars of two benchmarks compare at a glance
         sharey=True,
         squeeze=False,
     )
@@ -87,6 +88,7 @@ def delta_bars(
         values = np.array([deltas[label].get(bench, (np.nan,) * 3) for label in labels], dtype=float)
         mean, low, high = values.T
         ax.barh(y, np.nan_to_num(mean), height=0.6, color=[_color(strategies[lb], names) for lb in labels])
+        ax.plot(mean, y, "o", ms=3, color="black")  # the mean, visible where the bar has no length
         whiskers = np.isfinite(low) & np.isfinite(high)
         if whiskers.any():
             ax.errorbar(
@@ -129,8 +131,12 @@ def pass_vs_fraction(
             ax.plot(x, mean, "--", color="black", marker="s", ms=4, label="random (reference)")
             if np.isfinite(low).all() and np.isfinite(high).all():
                 ax.fill_between(x, low, high, color="black", alpha=0.12, lw=0)
-        for label, points in panels[title].items():
+        lines = list(panels[title].items())
+        fractions = sorted({p[0] for _, points in lines for p in points})
+        step = min(np.diff(fractions)) if len(fractions) > 1 else 0.1
+        for i, (label, points) in enumerate(lines):
             x, mean, low, high = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
+            x = x + (i - (len(lines) - 1) / 2) * 0.04 * step  # side by side, so equal points stay visible
             color = _color(strategies[label], names)
             ax.plot(x, mean, marker="o", ms=4, color=color, label=label)
             whiskers = np.isfinite(low) & np.isfinite(high)

@@ -89,6 +89,9 @@ def delta_figure(root: Path, summary: Summary) -> Figure | None:
     rows = [row for row in summary.rows if row["delta"]]
     if not rows:
         return None
+    # a strategy's rows together (its settings in the report's order), in the order strategies first appear
+    strategy_order = list(dict.fromkeys(row["cell"].strategy for row in rows))
+    rows.sort(key=lambda row: strategy_order.index(row["cell"].strategy))
     deltas = {row_name(summary, row): {b: interval(e) for b, e in row["delta"].items()} for row in rows}
     strategies = {row_name(summary, row): row["cell"].strategy for row in rows}
     figures.delta_bars(root / "delta_vs_random.png", deltas, strategies)

@@ -23,6 +23,7 @@ from helpers import REPO
 from helpers.plugins import CHEAP_JOB, MODULE, STRATEGY, removed_as_expected, write_plugin
 
 from ifexp.code_version import PLUGINS, code_version, plugin_code_version
+from ifexp.outputs import read_removal_scores
 from ifexp.plugins import forget_plugin, load_plugin
 from ifexp.registry import Registry
 from ifexp.schema import IfexpError
@@ -70,6 +71,11 @@ def test_one_job_runs_the_plugin_strategy(project, tmp_path):
     selection = json.loads((project / "run" / "selection.json").read_text())
     assert metrics["strategy"] == selection["strategy"] == STRATEGY
     assert removed_as_expected(selection)
+    ranking = read_removal_scores(project / "run")  # the strategy's ranking, in the run's outputs
+    assert [i for i, removed in zip(ranking["example_id"], ranking["removed"], strict=True) if removed] == (
+        selection["removed"]
+    )
+    assert ranking["removal_score"] == [float(sorted(ranking["example_id"]).index(i)) for i in ranking["example_id"]]
     assert "plugins:\n- my_lab.strategies" in (project / "run" / ".hydra" / "config.yaml").read_text()
 
 
