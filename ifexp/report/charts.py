@@ -118,7 +118,9 @@ def fraction_figure(root: Path, summary: Summary) -> Figure | None:
     reference: dict[str, dict[float, tuple]] = defaultdict(dict)
     strategies, entries = {}, []
     for row in summary.rows:
-        fraction = float(row["cell"].section[at])
+        fraction = row["cell"].section[at]
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            continue  # a job whose config does not say (<absent>)
         other = settings(summary, row["cell"].section, (FRACTION_KEY,))
         for bench, estimate in row["pass"].items():
             panel = bench + (f" · {other}" if other else "")
