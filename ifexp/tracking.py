@@ -99,7 +99,13 @@ class Tracker:
 
         self.run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in paths.items()})
 
-    def finish(self) -> None:
+    def finish(self, complete_files: bool = False) -> None:
+        """Ends the run; with complete_files, also stops W&B's service process, which writes an offline
+        run's files after finish() returns (so they are whole when this returns: the report's run)."""
         if self.run is not None:
             self.run.finish()
             self.run = None
+            if complete_files:
+                import wandb
+
+                wandb.teardown()

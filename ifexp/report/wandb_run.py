@@ -111,5 +111,5 @@ def log_report(root: Path, summary: Summary, figures: dict[str, Path], cfg: Logg
         tracker.rows_table(TABLE, COLUMNS, rows)
         tracker.images({Path(name).stem: path for name, path in figures.items()})
     finally:
-        tracker.finish()
+        tracker.finish(complete_files=True)
     return folder
