@@ -240,6 +240,7 @@ def _job(cfg: DictConfig) -> float | None:
     from ifexp import outputs
     from ifexp.job_identity import claim_run_dir
     from ifexp.pipeline import run_job
+    from ifexp.threads import pin_threads
     from ifexp.tracking import Tracker
     from ifexp.validation import validate
 
@@ -254,6 +255,8 @@ def _job(cfg: DictConfig) -> float | None:
         validate(job)
         digest = claim_run_dir(run_dir, OmegaConf.to_container(cfg, resolve=False), _hydra_files(cfg, hydra_cfg))
         tracker = Tracker(job.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir.name, group)
+        # every stage under the same MKL threading, whether or not a perplexity pass ran before it (ifexp.threads)
+        pin_threads()
         metrics = run_job(job, run_dir, tracker, config_digest=digest)
     except (IfexpError, OmegaConfBaseException) as error:
         # user errors (an OmegaConf one: a missing mandatory value, say): one line, no traceback
