@@ -127,7 +127,14 @@ class Scorer:
         job = self.job
         with job.timed("features"):
             store = build_features(
-                job.cache_dir, job.cfg.estimator, self.cfg, self.theta_star, self.data.train, "train", job.cfg.compute
+                job.cache_dir,
+                job.cfg.estimator,
+                self.cfg,
+                self.theta_star,
+                self.data.train,
+                "train",
+                job.cfg.compute,
+                job.cfg.train.gradient_checkpointing,
             )
         job.artifacts["features_train"] = store
         return store
@@ -142,7 +149,14 @@ def influence_step(scorer: Scorer) -> dict[str, Any]:
     job.metrics.update(query_sets.metrics)
     with job.timed("features"):
         query_store = build_features(
-            job.cache_dir, cfg.estimator, scorer.cfg, scorer.theta_star, query_sets.queries, "queries", cfg.compute
+            job.cache_dir,
+            cfg.estimator,
+            scorer.cfg,
+            scorer.theta_star,
+            query_sets.queries,
+            "queries",
+            cfg.compute,
+            cfg.train.gradient_checkpointing,
         )
     job.artifacts["features_queries"] = query_store
     with job.timed("scores"):

@@ -34,8 +34,13 @@ def build_features(
     examples: list[Example],
     split_key: str,
     compute: ComputeConfig,
+    gradient_checkpointing: str = "auto",
 ) -> Artifact:
-    """The feature store of these examples at this checkpoint (`split_key` names them in logs)."""
+    """The feature store of these examples at this checkpoint (`split_key` names them in logs).
+
+    gradient_checkpointing: the job's train.gradient_checkpointing (the features follow the
+    fine-tuning's setting; auto decides on the longest of these examples). Not in the key: it
+    cannot change the features (schema.CANNOT_CHANGE_A_RESULT)."""
     inputs = {
         "checkpoint": model.identity,
         "examples": examples_digest(examples),
@@ -49,6 +54,7 @@ def build_features(
         adapter=model.adapter,
         examples=examples,
         split_key=split_key,
+        gradient_checkpointing=gradient_checkpointing,
     )
     return STAGE.get(
         cache_dir,
@@ -65,6 +71,7 @@ def extract_feature_store(
     examples: list[Example],
     split_key: str,
     out: Path,
+    gradient_checkpointing: str = "auto",
 ) -> dict:
     """The features stage's work; in a multi-process run every process extracts a shard, rank 0 writes."""
     tokenizer = load_tokenizer(model_path)
@@ -87,6 +94,7 @@ def extract_feature_store(
             est.batch_size,
             desc=f"features [{split_key}]",
             compute_dtype=est.compute_dtype,
+            gradient_checkpointing=gradient_checkpointing,
         )
     except NonFiniteFeatures as error:  # NaN/Inf gradients: name the example, keep nothing
         raise IfexpError(f"features [{split_key}]: {error} ({examples[error.index].id})") from None
