@@ -72,17 +72,28 @@ def test_checkpointing_recomputes_and_holds_one_decoder_layer_of_inputs(lora_mod
         finally:
             handle.remove()
         assert len(calls) == runs
-        assert recorder.recorded == set(layers) and not recorder.inputs
+        assert recorder.recorded == set(layers)
+        assert not recorder.inputs  # every input handed over with its gradient
         assert recorder.max_inputs_held == held
     assert all(not hasattr(layer.forward, "ifexp_unwrapped") for layer in decoder_layers(model))  # undone
 
 
-def test_finetuning_is_the_same_with_and_without_checkpointing(tiny_model, tiny_model_cfg, small_splits, tmp_path):
+def test_finetuning_is_the_same_with_and_without_checkpointing(
+    tiny_model, tiny_model_cfg, small_splits, tmp_path, monkeypatch
+):
     model_cfg = replace(tiny_model_cfg, lora_targets=TARGETS)
-    runs = {}
+    checkpoint, runs, checkpointed_calls = torch.utils.checkpoint.checkpoint, {}, []
+
+    def counted(*args, **kwargs):
+        checkpointed_calls.append(1)
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counted)
     for setting in ("never", "always"):
         cfg = TrainConfig(max_steps=3, batch_size=8, lr=1e-2, lora_r=4, gradient_checkpointing=setting)
         runs[setting] = finetune(tiny_model, small_splits["train"], model_cfg, cfg, seed=1, out_dir=tmp_path / setting)
+        # every decoder layer of every step ran under checkpoint with "always", none with "never"
+        assert len(checkpointed_calls) == (0 if setting == "never" else 3 * model_cfg.num_layers)
     assert (runs["never"]["gradient_checkpointing"], runs["always"]["gradient_checkpointing"]) == (False, True)
     np.testing.assert_allclose(runs["always"]["losses"], runs["never"]["losses"], rtol=1e-6, atol=0)
     plain, recomputed = (load_file(str(tmp_path / s / "weights" / "adapter_model.safetensors")) for s in runs)
