@@ -1,0 +1,221 @@
+"""`ifexp-bench memory`: peak memory and time of a training step and of feature extraction, by
+sequence length, with and without gradient checkpointing.
+
+    ifexp-bench memory --model smollm2_135m --lengths 512 2048 8192 --out memory.json
+
+Each (length, checkpointing, training step | features) configuration runs in a fresh process of its
+own (multiprocessing spawn), so its peak is its own: the process loads the model (the theta* proxy:
+LoRA with a random B), resets its peak-RSS mark (`5` written to /proc/self/clear_refs), runs
+`--steps` steps of batch 1 and reads VmHWM from /proc/self/status (the peak resident set since the
+reset, the model's weights included) and, on a GPU, torch.cuda.max_memory_allocated. The rows are
+synthetic: token ids drawn at random (seeded) to exactly each length, the first `--prompt-tokens`
+of them the prompt (masked from the loss), the rest the response. The first step warms up; the
+seconds per example are the median of the others.
+
+A training step is what ifexp.train.finetune runs per batch (forward without cache, the response
+tokens' summed cross-entropy over their count, backward, AdamW on the LoRA weights) without
+Accelerate; the features are ifexp.influence.features.extract_features with the estimator's
+projection, one row a batch. Checkpointing is ifexp.checkpointing (train.gradient_checkpointing).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from benchmarks.common import Benchmark, device, load_group, machine, option
+from ifexp.schema import EstimatorConfig, ModelConfig
+
+
+def read_status(field: str) -> float | None:
+    """A VmXXX field of /proc/self/status in MB (None off Linux)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak-RSS mark (VmHWM) to its current RSS; False where Linux refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as marks:
+            marks.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def synthetic_rows(length: int, n: int, prompt_tokens: int, vocab: int, seed: int = 0) -> list[tuple[list[int], int]]:
+    """n rows of exactly `length` random token ids (ids 3.. of the vocabulary: no special ones), the
+    first prompt_tokens of each its prompt."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randint(3, vocab, (length,), generator=generator).tolist(), prompt_tokens) for _ in range(n)]
+
+
+def measure(spec: dict, results) -> None:
+    """One configuration in this (fresh) process; puts its result on `results`."""
+    from benchmarks.common import on_device, padded, theta_star_proxy
+    from ifexp.checkpointing import checkpointed
+    from ifexp.influence.estimator import make_projector
+    from ifexp.influence.features import extract_features
+    from ifexp.models import load_tokenizer
+    from ifexp.train import response_loss_sum
+
+    model_cfg, est = spec["model_cfg"], spec["estimator"]
+    model = theta_star_proxy(spec["base"], model_cfg)
+    tokenizer = load_tokenizer(spec["base"])
+    rows = synthetic_rows(spec["length"], spec["steps"], spec["prompt_tokens"], len(tokenizer))
+    collate_fn = padded(tokenizer.pad_token_id)
+    setting = spec["checkpointing"]
+    enabled = setting == "always"
+    if spec["kind"] == "train":
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=0.0)  # lr 0: every step sees the same weights
+
+        def step(row) -> None:
+            model.train()
+            batch = on_device(collate_fn([row]))
+            with checkpointed(model, enabled):
+                loss_sum, n_tokens = response_loss_sum(
+                    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits,
+                    batch["labels"],
+                )
+                (loss_sum / n_tokens).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    else:
+        projector = make_projector(est, model)
+
+        def step(row) -> None:
+            extract_features(model, [row], projector, collate_fn, 1, desc="memory", gradient_checkpointing=setting)
+
+    baseline_mb = read_status("VmRSS")
+    peak_reset = reset_peak()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    seconds = []
+    for row in rows:
+        started = time.perf_counter()
+        step(row)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    peak_mb = read_status("VmHWM")
+    results.put(
+        {
+            "peak_rss_mb": round(peak_mb, 1) if peak_mb is not None else None,
+            "peak_rss_is_since_model_load": peak_reset,
+            "rss_before_steps_mb": round(baseline_mb, 1) if baseline_mb is not None else None,
+            "step_peak_over_before_mb": round(peak_mb - baseline_mb, 1) if peak_reset and peak_mb else None,
+            "gpu_peak_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            if torch.cuda.is_available()
+            else None,
+            "s_per_example": round(statistics.median(seconds[1:] or seconds), 3),
+            "s_each_step": [round(s, 3) for s in seconds],
+        }
+    )
+
+
+def in_own_process(context, spec: dict) -> dict:
+    """measure(spec) in a fresh process; its result."""
+    import queue
+
+    results = context.Queue()
+    worker = context.Process(target=measure, args=(spec, results))
+    worker.start()
+    while True:
+        try:
+            result = results.get(timeout=5)
+            break
+        except queue.Empty:
+            if not worker.is_alive():  # out of memory (the kernel's kill) or an error: recorded, not fatal
+                return {"error": f"the worker died (exit code {worker.exitcode})"}
+    worker.join()
+    return result
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+@dataclass(kw_only=True)
+class Memory(Benchmark):
+    """peak memory and time of a training step and of feature extraction, by length and checkpointing"""
+
+    model: str = option("smollm2_135m")
+    lengths: list[int] = option([512, 2048, 8192], help="sequence lengths in tokens (batch 1)")
+    checkpointing: list[str] = option(["never", "always"], help="train.gradient_checkpointing settings")
+    estimator: str = option("proj_fisher", help="the features' estimator config (its projection)")
+    steps: int = option(2, help="steps per configuration: the first warms up, the others are timed")
+    prompt_tokens: int = option(64, help="tokens of each synthetic row that are its (masked) prompt")
+    cache_dir: str = option("outputs/cache")
+
+    def execute(self) -> dict:
+        from ifexp.stages.base_model import prepare_model
+
+        longest = max(self.lengths)
+        model_cfg = replace(load_group("model", self.model, ModelConfig), max_seq_len=longest)
+        est = load_group("estimator", self.estimator, EstimatorConfig)
+        base = prepare_model(model_cfg, self.cache_dir)
+        context = multiprocessing.get_context("spawn")
+        runs: dict = {}
+        for length in self.lengths:
+            for setting in self.checkpointing:
+                for kind in ("train", "features"):
+                    spec = dict(
+                        base=base,
+                        model_cfg=model_cfg,
+                        estimator=est,
+                        length=length,
+                        checkpointing=setting,
+                        kind=kind,
+                        steps=self.steps,
+                        prompt_tokens=self.prompt_tokens,
+                    )
+                    result = in_own_process(context, spec)
+                    runs.setdefault(str(length), {}).setdefault(setting, {})[kind] = result
+                    print(f"memory: {length} tokens, checkpointing {setting}, {kind}: {result}", flush=True)
+        return {
+            "model": self.model,
+            "estimator": self.estimator,
+            "device": device(),
+            **machine(),
+            "rows": f"synthetic: random token ids, exactly each length, the first {self.prompt_tokens} the prompt",
+            "peak_measured_as": "VmHWM of the configuration's own process after a reset at model load "
+            "(/proc/self/clear_refs), model weights included; gpu: torch.cuda.max_memory_allocated",
+            "runs": runs,
+            "summary": summarise(runs),
+        }
+
+
+def summarise(runs: dict) -> dict:
+    """Per length and setting: features' peak over the training step's, and with checkpointing,
+    the peak per 1,000 tokens between consecutive lengths (linear growth: a constant slope)."""
+    summary: dict = {"features_over_train_peak": {}, "features_over_train_step_increase": {}}
+    for length, settings in runs.items():
+        for setting, kinds in settings.items():
+            key = f"{length}/{setting}"
+            train, features = kinds["train"], kinds["features"]
+            summary["features_over_train_peak"][key] = ratio(features.get("peak_rss_mb"), train.get("peak_rss_mb"))
+            summary["features_over_train_step_increase"][key] = ratio(
+                features.get("step_peak_over_before_mb"), train.get("step_peak_over_before_mb")
+            )
+    lengths = sorted(runs, key=int)
+    for setting in {s for kinds in runs.values() for s in kinds}:
+        for kind in ("train", "features"):
+            slopes = {}
+            for short, long in zip(lengths, lengths[1:], strict=False):
+                a, b = runs[short].get(setting, {}).get(kind), runs[long].get(setting, {}).get(kind)
+                if a and b and a.get("peak_rss_mb") and b.get("peak_rss_mb"):
+                    slopes[f"{short}-{long}"] = round(
+                        (b["peak_rss_mb"] - a["peak_rss_mb"]) / (int(long) - int(short)) * 1000, 1
+                    )
+            summary[f"mb_per_1000_tokens/{setting}/{kind}"] = slopes
+    return summary
