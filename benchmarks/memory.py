@@ -20,36 +20,14 @@ projection, one row a batch. Checkpointing is ifexp.checkpointing (train.gradien
 
 from __future__ import annotations
 
-import multiprocessing
 import statistics
 import time
 from dataclasses import dataclass, replace
 
 import torch
 
-from benchmarks.common import Benchmark, device, load_group, machine, option
+from benchmarks.common import Benchmark, device, in_own_process, load_group, machine, option, read_status, reset_peak
 from ifexp.schema import EstimatorConfig, ModelConfig
-
-
-def read_status(field: str) -> float | None:
-    """A VmXXX field of /proc/self/status in MB (None off Linux)."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak() -> bool:
-    """Reset this process's peak-RSS mark (VmHWM) to its current RSS; False where Linux refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as marks:
-            marks.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def synthetic_rows(length: int, n: int, prompt_tokens: int, vocab: int, seed: int = 0) -> list[tuple[list[int], int]]:
@@ -123,24 +101,6 @@ def measure(spec: dict, results) -> None:
     )
 
 
-def in_own_process(context, spec: dict) -> dict:
-    """measure(spec) in a fresh process; its result."""
-    import queue
-
-    results = context.Queue()
-    worker = context.Process(target=measure, args=(spec, results))
-    worker.start()
-    while True:
-        try:
-            result = results.get(timeout=5)
-            break
-        except queue.Empty:
-            if not worker.is_alive():  # out of memory (the kernel's kill) or an error: recorded, not fatal
-                return {"error": f"the worker died (exit code {worker.exitcode})"}
-    worker.join()
-    return result
-
-
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
@@ -164,7 +124,6 @@ class Memory(Benchmark):
         model_cfg = replace(load_group("model", self.model, ModelConfig), max_seq_len=longest)
         est = load_group("estimator", self.estimator, EstimatorConfig)
         base = prepare_model(model_cfg, self.cache_dir)
-        context = multiprocessing.get_context("spawn")
         runs: dict = {}
         for length in self.lengths:
             for setting in self.checkpointing:
@@ -179,7 +138,7 @@ class Memory(Benchmark):
                         steps=self.steps,
                         prompt_tokens=self.prompt_tokens,
                     )
-                    result = in_own_process(context, spec)
+                    result = in_own_process(measure, spec)
                     runs.setdefault(str(length), {}).setdefault(setting, {})[kind] = result
                     print(f"memory: {length} tokens, checkpointing {setting}, {kind}: {result}", flush=True)
         return {
