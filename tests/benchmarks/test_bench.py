@@ -44,6 +44,14 @@ def test_bench_features_writes_json(tiny_model, cache_dir, tmp_path, capsys):
     assert result["train_step_s_per_example"] > 0 and result["less_style_s_per_example"] > 0
     assert result["bytes_per_example"]["grad_dot"] == 4096 * 4
     assert result["peak_rss_mb"] > 0
+    # every ratio: the median over 3 interleaved repetitions, with its min and max
+    spread = result["spread"]["less_style_over_features"]["logra"]
+    assert len(spread["values"]) == result["repeats"] == 3 and spread["min"] <= spread["median"] <= spread["max"]
+    assert result["less_style_over_features"]["logra"] == spread["median"]
+    assert result["train_step_s_per_example"] == result["spread"]["train_step_s_per_example"]["median"]
+    phases = {"train_step", "features/grad_dot", "features/logra", "less_style", "dense_amortised"}
+    assert phases <= set(result["peak_rss_mb_by_phase"])
+    assert set(result["features_peak_over_dense_amortised_peak"]) == {"grad_dot", "logra"}
 
 
 def test_bench_scores_writes_json(tiny_model, cache_dir, tmp_path):
