@@ -37,8 +37,30 @@ def synthetic_rows(length: int, n: int, prompt_tokens: int, vocab: int, seed: in
     return [(torch.randint(3, vocab, (length,), generator=generator).tolist(), prompt_tokens) for _ in range(n)]
 
 
+# the exit code of a worker that stopped itself at --rss-limit-gb
+OVER_LIMIT_EXIT = 3
+
+
+def watch_rss(limit_mb: float, every_s: float = 0.02) -> None:
+    """Stop this process (exit code OVER_LIMIT_EXIT) when its resident set passes limit_mb: a
+    configuration that would not fit must not push the machine's other work out of memory."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while True:
+            rss = read_status("VmRSS")
+            if rss is not None and rss > limit_mb:
+                print(f"memory: over the {limit_mb:.0f} MB limit ({rss:.0f} MB): stopped", flush=True)
+                os._exit(OVER_LIMIT_EXIT)
+            time.sleep(every_s)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def measure(spec: dict, results) -> None:
     """One configuration in this (fresh) process; puts its result on `results`."""
+    watch_rss(spec.get("rss_limit_gb", 16.0) * 1024)
     from benchmarks.common import on_device, padded, theta_star_proxy
     from ifexp.checkpointing import checkpointed
     from ifexp.influence.estimator import make_projector
@@ -115,6 +137,7 @@ class Memory(Benchmark):
     estimator: str = option("proj_fisher", help="the features' estimator config (its projection)")
     steps: int = option(2, help="steps per configuration: the first warms up, the others are timed")
     prompt_tokens: int = option(64, help="tokens of each synthetic row that are its (masked) prompt")
+    rss_limit_gb: float = option(16.0, help="a configuration whose RSS passes this stops (reported as over it)")
     cache_dir: str = option("outputs/cache")
 
     def execute(self) -> dict:
@@ -137,8 +160,11 @@ class Memory(Benchmark):
                         kind=kind,
                         steps=self.steps,
                         prompt_tokens=self.prompt_tokens,
+                        rss_limit_gb=self.rss_limit_gb,
                     )
                     result = in_own_process(measure, spec)
+                    if result.get("error", "").endswith(f"(exit code {OVER_LIMIT_EXIT})"):
+                        result = {"error": f"over --rss-limit-gb {self.rss_limit_gb}: stopped", "peak_rss_mb": None}
                     runs.setdefault(str(length), {}).setdefault(setting, {})[kind] = result
                     print(f"memory: {length} tokens, checkpointing {setting}, {kind}: {result}", flush=True)
         return {
