@@ -60,7 +60,8 @@ def watch_rss(limit_mb: float, every_s: float = 0.02) -> None:
 
 def measure(spec: dict, results) -> None:
     """One configuration in this (fresh) process; puts its result on `results`."""
-    watch_rss(spec.get("rss_limit_gb", 16.0) * 1024)
+    if spec.get("rss_limit_gb", 16.0) > 0:
+        watch_rss(spec.get("rss_limit_gb", 16.0) * 1024)
     from benchmarks.common import on_device, padded, theta_star_proxy
     from ifexp.checkpointing import checkpointed
     from ifexp.influence.estimator import make_projector
@@ -75,6 +76,7 @@ def measure(spec: dict, results) -> None:
     collate_fn = padded(tokenizer.pad_token_id)
     setting = spec["checkpointing"]
     enabled = setting == "always"
+    bf16 = spec.get("dtype", "float32") == "bfloat16"  # autocast, as train.mixed_precision=bf16 runs
     if spec["kind"] == "train":
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=0.0)  # lr 0: every step sees the same weights
@@ -82,7 +84,7 @@ def measure(spec: dict, results) -> None:
         def step(row) -> None:
             model.train()
             batch = on_device(collate_fn([row]))
-            with checkpointed(model, enabled):
+            with checkpointed(model, enabled), torch.autocast(device(), dtype=torch.bfloat16, enabled=bf16):
                 loss_sum, n_tokens = response_loss_sum(
                     model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits,
                     batch["labels"],
@@ -94,7 +96,16 @@ def measure(spec: dict, results) -> None:
         projector = make_projector(est, model)
 
         def step(row) -> None:
-            extract_features(model, [row], projector, collate_fn, 1, desc="memory", gradient_checkpointing=setting)
+            extract_features(
+                model,
+                [row],
+                projector,
+                collate_fn,
+                1,
+                desc="memory",
+                compute_dtype=spec.get("dtype", "float32"),
+                gradient_checkpointing=setting,
+            )
 
     baseline_mb = read_status("VmRSS")
     peak_reset = reset_peak()
@@ -137,7 +148,14 @@ class Memory(Benchmark):
     estimator: str = option("proj_fisher", help="the features' estimator config (its projection)")
     steps: int = option(2, help="steps per configuration: the first warms up, the others are timed")
     prompt_tokens: int = option(64, help="tokens of each synthetic row that are its (masked) prompt")
-    rss_limit_gb: float = option(16.0, help="a configuration whose RSS passes this stops (reported as over it)")
+    dtype: str = option(
+        "float32",
+        choices=["float32", "bfloat16"],
+        help="bfloat16: autocast (train.mixed_precision=bf16, estimator.compute_dtype)",
+    )
+    rss_limit_gb: float = option(
+        16.0, help="a configuration whose RSS passes this stops (reported as over it); 0: no limit"
+    )
     cache_dir: str = option("outputs/cache")
 
     def execute(self) -> dict:
@@ -161,6 +179,7 @@ class Memory(Benchmark):
                         steps=self.steps,
                         prompt_tokens=self.prompt_tokens,
                         rss_limit_gb=self.rss_limit_gb,
+                        dtype=self.dtype,
                     )
                     result = in_own_process(measure, spec)
                     if result.get("error", "").endswith(f"(exit code {OVER_LIMIT_EXIT})"):
@@ -170,6 +189,7 @@ class Memory(Benchmark):
         return {
             "model": self.model,
             "estimator": self.estimator,
+            "dtype": self.dtype,
             "device": device(),
             **machine(),
             "rows": f"synthetic: random token ids, exactly each length, the first {self.prompt_tokens} the prompt",
