@@ -86,6 +86,7 @@ def extract_feature_store(
     projector = make_projector(est, model)
     step_ends = line_break_ids(tokenizer) if est.loss_weighting == "step_mean" else None
     rank = rank_and_world()[0]
+    out.mkdir(parents=True, exist_ok=True)
     # every process writes its rows into the store as they come; the first writes the header
     writer = NpyWriter(out / "features.npy", (len(rows), projector.k), est.store_dtype, header=rank == 0)
     try:
