@@ -45,14 +45,19 @@ MODELS = (
 # Measured on SmolLM2-135M (30 layers, hidden 576, intermediate 1536, vocab 49,152), fp32, 2 cores,
 # ifexp-bench memory (docs/performance.md), with checkpointing: peak bytes per token of a training
 # step = checkpoints (layers x hidden x 4) + one layer's recompute + LOGIT_COPIES x vocab x 4.
-# LOGIT_COPIES is what the measured slope leaves for the logits once the first two are taken out;
-# LAYER_BYTES_PER_TOKEN_PER_WIDTH is one layer's recompute per token per unit of hidden + intermediate.
+# LOGIT_COPIES is what the measured slope (1.32 MB per token from 512 to 2,048 tokens, 1.12 from 2,048
+# to 8,192) leaves for the logits once the checkpoints (69 kB) and one layer (29 kB) are taken out:
+# 6.2 and 5.2 fp32 copies of vocab-wide rows; 6 is taken (an upper bound under bf16 autocast, where
+# some copies are bf16). LAYER_BYTES_PER_TOKEN_PER_WIDTH is one layer's recompute: without
+# checkpointing a step at 2,048 tokens holds 1,778 MB more, 29 kB per token per layer, per unit of
+# hidden + intermediate width.
 LOGIT_COPIES = 6.0
 LAYER_BYTES_PER_TOKEN_PER_WIDTH = 29_000 / (576 + 1536)
-# Measured: feature extraction's peak over a training step's at the same length (ifexp-bench memory)
-# and its time (ifexp-bench features: features_over_train).
-FEATURES_OVER_TRAIN_MEMORY = 1.1
-FEATURES_OVER_TRAIN_TIME = 1.1
+# Measured: feature extraction's peak over a training step's at the same length, with checkpointing
+# (ifexp-bench memory: 1.00 at 512, 1.10 at 2,048, 1.14 at 8,192 tokens), and its time
+# (ifexp-bench features: features_over_train 1.11-1.15 on earlier runs).
+FEATURES_OVER_TRAIN_MEMORY = 1.15
+FEATURES_OVER_TRAIN_TIME = 1.15
 
 # The paper job (sweeps/paper.yaml, conf/dataset/limo.yaml, conf/eval/paper.yaml, conf/train/lora.yaml)
 LIMO_TRACES = 817
