@@ -58,10 +58,8 @@ def watch_rss(limit_mb: float, every_s: float = 0.02) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def measure(spec: dict, results) -> None:
-    """One configuration in this (fresh) process; puts its result on `results`."""
-    if spec.get("rss_limit_gb", 16.0) > 0:
-        watch_rss(spec.get("rss_limit_gb", 16.0) * 1024)
+def step_function(spec: dict, kind: str, setting: str):
+    """(the model, one step of `kind` ("train" | "features") with checkpointing `setting` on a row)."""
     from benchmarks.common import on_device, padded, theta_star_proxy
     from ifexp.checkpointing import checkpointed
     from ifexp.influence.estimator import make_projector
@@ -69,15 +67,12 @@ def measure(spec: dict, results) -> None:
     from ifexp.models import load_tokenizer
     from ifexp.train import response_loss_sum
 
-    model_cfg, est = spec["model_cfg"], spec["estimator"]
-    model = theta_star_proxy(spec["base"], model_cfg)
-    tokenizer = load_tokenizer(spec["base"])
-    rows = synthetic_rows(spec["length"], spec["steps"], spec["prompt_tokens"], len(tokenizer))
-    collate_fn = padded(tokenizer.pad_token_id)
-    setting = spec["checkpointing"]
+    model = spec.get("model") or theta_star_proxy(spec["base"], spec["model_cfg"])
+    collate_fn = padded(load_tokenizer(spec["base"]).pad_token_id)
     enabled = setting == "always"
-    bf16 = spec.get("dtype", "float32") == "bfloat16"  # autocast, as train.mixed_precision=bf16 runs
-    if spec["kind"] == "train":
+    dtype = spec.get("dtype", "float32")
+    bf16 = dtype == "bfloat16"  # autocast, as train.mixed_precision=bf16 runs
+    if kind == "train":
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=0.0)  # lr 0: every step sees the same weights
 
@@ -92,32 +87,39 @@ def measure(spec: dict, results) -> None:
                 (loss_sum / n_tokens).backward()
             optimizer.step()
             optimizer.zero_grad()
-    else:
-        projector = make_projector(est, model)
 
-        def step(row) -> None:
-            extract_features(
-                model,
-                [row],
-                projector,
-                collate_fn,
-                1,
-                desc="memory",
-                compute_dtype=spec.get("dtype", "float32"),
-                gradient_checkpointing=setting,
-            )
+        return model, step
+    projector = make_projector(spec["estimator"], model)
 
+    def features(row) -> None:
+        extract_features(
+            model, [row], projector, collate_fn, 1, desc="memory", compute_dtype=dtype, gradient_checkpointing=setting
+        )
+
+    return model, features
+
+
+def timed_step(step, row) -> float:
+    started = time.perf_counter()
+    step(row)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def measure(spec: dict, results) -> None:
+    """One configuration in this (fresh) process; puts its result on `results`."""
+    from ifexp.models import load_tokenizer
+
+    if spec.get("rss_limit_gb", 16.0) > 0:
+        watch_rss(spec.get("rss_limit_gb", 16.0) * 1024)
+    _, step = step_function(spec, spec["kind"], spec["checkpointing"])
+    rows = synthetic_rows(spec["length"], spec["steps"], spec["prompt_tokens"], len(load_tokenizer(spec["base"])))
     baseline_mb = read_status("VmRSS")
     peak_reset = reset_peak()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    seconds = []
-    for row in rows:
-        started = time.perf_counter()
-        step(row)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - started)
+    seconds = [timed_step(step, row) for row in rows]
     peak_mb = read_status("VmHWM")
     results.put(
         {
@@ -134,6 +136,37 @@ def measure(spec: dict, results) -> None:
     )
 
 
+def overhead(spec: dict, results) -> None:
+    """What checkpointing costs in time, in one process: a training step and a feature step of one
+    row, with checkpointing never and always, alternately (A B B A ...) `repeats` times after a
+    warm-up of each; per step, the median of the repetitions' always / never ratios, min and max."""
+    from benchmarks.common import theta_star_proxy
+    from ifexp.models import load_tokenizer
+
+    spec = {**spec, "model": theta_star_proxy(spec["base"], spec["model_cfg"])}
+    (row,) = synthetic_rows(spec["length"], 1, spec["prompt_tokens"], len(load_tokenizer(spec["base"])))
+    out: dict = {"length": spec["length"], "repeats": spec["repeats"]}
+    for kind in ("train", "features"):
+        steps = {setting: step_function(spec, kind, setting)[1] for setting in ("never", "always")}
+        for step in steps.values():
+            timed_step(step, row)  # warm-up
+        seconds: dict[str, list[float]] = {"never": [], "always": []}
+        for repeat in range(spec["repeats"]):
+            for setting in ("never", "always") if repeat % 2 == 0 else ("always", "never"):
+                seconds[setting].append(timed_step(steps[setting], row))
+        ratios = [a / n for a, n in zip(seconds["always"], seconds["never"], strict=True)]
+        out[kind] = {
+            "s_never": [round(v, 2) for v in seconds["never"]],
+            "s_always": [round(v, 2) for v in seconds["always"]],
+            "always_over_never": {
+                "median": round(statistics.median(ratios), 3),
+                "min": round(min(ratios), 3),
+                "max": round(max(ratios), 3),
+            },
+        }
+    results.put(out)
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
@@ -143,7 +176,7 @@ class Memory(Benchmark):
     """peak memory and time of a training step and of feature extraction, by length and checkpointing"""
 
     model: str = option("smollm2_135m")
-    lengths: list[int] = option([512, 2048, 8192], help="sequence lengths in tokens (batch 1)")
+    lengths: list[int] = option([512, 2048, 8192], nargs="*", help="sequence lengths in tokens (batch 1)")
     checkpointing: list[str] = option(["never", "always"], help="train.gradient_checkpointing settings")
     estimator: str = option("proj_fisher", help="the features' estimator config (its projection)")
     steps: int = option(2, help="steps per configuration: the first warms up, the others are timed")
@@ -153,6 +186,10 @@ class Memory(Benchmark):
         choices=["float32", "bfloat16"],
         help="bfloat16: autocast (train.mixed_precision=bf16, estimator.compute_dtype)",
     )
+    overhead_length: int = option(
+        0, help="also time checkpointing's cost at this length, interleaved in one process (0: not)"
+    )
+    overhead_repeats: int = option(3, help="repetitions of the interleaved timing")
     rss_limit_gb: float = option(
         16.0, help="a configuration whose RSS passes this stops (reported as over it); 0: no limit"
     )
@@ -161,11 +198,12 @@ class Memory(Benchmark):
     def execute(self) -> dict:
         from ifexp.stages.base_model import prepare_model
 
-        longest = max(self.lengths)
+        longest = max([*self.lengths, self.overhead_length])
         model_cfg = replace(load_group("model", self.model, ModelConfig), max_seq_len=longest)
         est = load_group("estimator", self.estimator, EstimatorConfig)
         base = prepare_model(model_cfg, self.cache_dir)
         runs: dict = {}
+        timing: dict = {}
         for length in self.lengths:
             for setting in self.checkpointing:
                 for kind in ("train", "features"):
@@ -186,6 +224,18 @@ class Memory(Benchmark):
                         result = {"error": f"over --rss-limit-gb {self.rss_limit_gb}: stopped", "peak_rss_mb": None}
                     runs.setdefault(str(length), {}).setdefault(setting, {})[kind] = result
                     print(f"memory: {length} tokens, checkpointing {setting}, {kind}: {result}", flush=True)
+        if self.overhead_length:
+            spec = dict(
+                base=base,
+                model_cfg=model_cfg,
+                estimator=est,
+                length=self.overhead_length,
+                prompt_tokens=self.prompt_tokens,
+                repeats=self.overhead_repeats,
+                dtype=self.dtype,
+            )
+            timing = in_own_process(overhead, spec)
+            print(f"memory: checkpointing's cost at {self.overhead_length} tokens: {timing}", flush=True)
         return {
             "model": self.model,
             "estimator": self.estimator,
@@ -197,6 +247,7 @@ class Memory(Benchmark):
             "(/proc/self/clear_refs), model weights included; gpu: torch.cuda.max_memory_allocated",
             "runs": runs,
             "summary": summarise(runs),
+            **({"checkpointing_overhead": timing} if self.overhead_length else {}),
         }
 
 

@@ -182,6 +182,7 @@ def test_bench_memory_measures_each_configuration_in_its_own_process(tiny_model,
 
     out = tmp_path / "memory.json"
     args = ["memory", "--model", "tiny_llama", "--lengths", "48", "--checkpointing", "always", "--prompt-tokens", "8"]
+    args += ["--overhead-length", "48", "--overhead-repeats", "2"]  # checkpointing's cost, interleaved
     main([*args, "--cache-dir", str(cache_dir), "--out", str(out)])
     result = json.loads(out.read_text())
     for kind in ("train", "features"):
@@ -189,6 +190,10 @@ def test_bench_memory_measures_each_configuration_in_its_own_process(tiny_model,
         assert run["peak_rss_mb"] >= run["rss_before_steps_mb"] > 0 and len(run["s_each_step"]) == 2
         assert run["peak_rss_is_since_model_load"]
     assert set(result["summary"]["features_over_train_peak"]) == {"48/always"}
+    for kind in ("train", "features"):
+        cost = result["checkpointing_overhead"][kind]
+        assert len(cost["s_never"]) == len(cost["s_always"]) == 2
+        assert 0 < cost["always_over_never"]["min"] <= cost["always_over_never"]["median"]
 
     def run(peak):
         return {"peak_rss_mb": peak, "step_peak_over_before_mb": peak - 100}
