@@ -21,6 +21,7 @@ from benchmarks.e2e import E2e
 from benchmarks.features import Features
 from benchmarks.flaws import Flaws
 from benchmarks.lds import Lds
+from benchmarks.memory import Memory
 from benchmarks.scores import Scores
 
 COMMANDS: dict[str, type[Benchmark]] = {
@@ -29,6 +30,7 @@ COMMANDS: dict[str, type[Benchmark]] = {
     "lds": Lds,
     "flaws": Flaws,
     "e2e": E2e,
+    "memory": Memory,
 }
 
 

@@ -70,6 +70,48 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def read_status(field: str) -> float | None:
+    """A VmXXX field of /proc/self/status in MB (None off Linux)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak-RSS mark (VmHWM) to its current RSS; False where Linux refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as marks:
+            marks.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def in_own_process(target: Callable, spec: dict) -> dict:
+    """target(spec, results) in a fresh process (spawned: nothing inherited, its peak its own); what
+    it puts on results, or {"error": ...} when it dies first (out of memory: the kernel's kill)."""
+    import multiprocessing
+    import queue
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    worker = context.Process(target=target, args=(spec, results))
+    worker.start()
+    while True:
+        try:
+            result = results.get(timeout=5)
+            break
+        except queue.Empty:
+            if not worker.is_alive():  # out of memory (the kernel's kill) or an error: recorded, not fatal
+                return {"error": f"the worker died (exit code {worker.exitcode})"}
+    worker.join()
+    return result
+
+
 def device() -> str:
     """The GPU where there is one (scripts/gpu_check.sh), else the CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"

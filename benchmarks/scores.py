@@ -4,11 +4,21 @@
 
 Growth of feature extraction and scoring with N and Q, low-rank query scoring against exact,
 two processes against one, bf16 autocast against fp32 (speed, and agreement of features and scores).
+
+    ifexp-bench scores --scale-n 25000 50000 100000 200000 --scale-queries 2000 --scale-k 8192 --out scale.json
+
+is the other mode (no model): the scores stage itself (ifexp.stages.scores.build_scores, the
+proj_fisher estimator) on synthetic feature stores of N training rows and Q queries of k dims
+(float16, normal random values), each N in a fresh process of its own: its peak RSS (VmHWM, reset
+once the stores are written), the seconds of the fit and of the streamed influence and scores, and
+the disk the stores and the matrix take; everything is deleted afterwards.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +27,9 @@ from benchmarks.common import (
     Benchmark,
     benchmark_rows,
     device,
+    in_own_process,
     load_group,
+    machine,
     mean_spearman,
     median_time,
     on_device,
@@ -25,9 +37,12 @@ from benchmarks.common import (
     padded,
     peak_rss_mb,
     proxy_features,
+    read_status,
+    reset_peak,
     theta_star_proxy,
     timed,
 )
+from ifexp.cache import Artifact
 from ifexp.schema import EstimatorConfig, ModelConfig
 
 
@@ -46,8 +61,14 @@ class Scores(Benchmark):
     bf16_n_train: int = option(32)
     bf16_n_queries: int = option(16)
     cache_dir: str = option("outputs/cache")
+    scale_n: list[int] = option([], help="the other mode: the scores stage on synthetic stores of these N")
+    scale_queries: int = option(2000, help="Q of the synthetic stores")
+    scale_k: int = option(8192, help="k of the synthetic stores")
+    scale_dir: str = option("/tmp", help="where the synthetic stores are written (and removed)")
 
     def execute(self) -> dict:
+        if self.scale_n:
+            return self.scale()
         from ifexp.distributed import run_sharded
         from ifexp.influence.estimator import make_estimator_preconditioner, make_projector
         from ifexp.influence.features import extract_features
@@ -173,3 +194,93 @@ class Scores(Benchmark):
             peak_rss_mb=peak_rss_mb(),
         )
         return result
+
+    def scale(self) -> dict:
+        """The scores stage on synthetic stores, one N at a time, each in its own process."""
+        runs = {}
+        for n in self.scale_n:
+            spec = {"n": n, "q": self.scale_queries, "k": self.scale_k, "dir": self.scale_dir}
+            runs[n] = in_own_process(scale_run, spec)
+            print(f"scores: N = {n}: {runs[n]}", flush=True)
+        done = [n for n in self.scale_n if "peak_rss_mb" in runs[n]]
+        return {
+            "mode": "scale: the scores stage on synthetic float16 stores (proj_fisher, damping 0.1)",
+            "n_queries": self.scale_queries,
+            "k": self.scale_k,
+            **machine(),
+            "peak_measured_as": "VmHWM of the run's own process after a reset once the stores are written",
+            "runs": runs,
+            "peak_rss_mb_by_n": {n: runs[n]["peak_rss_mb"] for n in done},
+            "seconds_by_n": {n: runs[n]["seconds"] for n in done},
+        }
+
+
+def synthetic_store(folder: Path, n: int, k: int, seed: int, chunk: int = 4096) -> Artifact:
+    """A float16 feature store of n normal random rows, written chunk by chunk (as the features stage
+    writes), as an Artifact of the features stage."""
+    from ifexp.influence.features import NpyWriter, write_store
+
+    folder.mkdir(parents=True)
+    writer = NpyWriter(folder / "features.npy", (n, k), np.float16)
+    for start in range(0, n, chunk):
+        rng = np.random.default_rng([seed, start])
+        writer.write(start, rng.standard_normal((min(chunk, n - start), k), dtype=np.float32))
+    writer.close()
+    write_store(folder, [str(i) for i in range(n)], None)
+    return Artifact("features", f"synthetic-{seed}-{n}x{k}", folder)
+
+
+def scale_run(spec: dict, results) -> None:
+    """One N of the scale mode, in this (fresh) process; puts its result on results."""
+    import shutil
+    import tempfile
+
+    import ifexp.stages.scores as stage
+
+    n, q, k = spec["n"], spec["q"], spec["k"]
+    needed = (n + q) * k * 2 + 2 * n * q * 4  # the stores, influence.npy and its query-major copy
+    free = shutil.disk_usage(spec["dir"]).free
+    if free < needed * 1.1:
+        results.put({"error": f"{needed / 1e9:.1f} GB of disk needed in {spec['dir']}, {free / 1e9:.1f} GB free"})
+        return
+    work = Path(tempfile.mkdtemp(prefix="ifexp-scale-", dir=spec["dir"]))
+    try:
+        started = time.perf_counter()
+        train, queries = synthetic_store(work / "train", n, k, 0), synthetic_store(work / "queries", q, k, 1)
+        correct = np.random.default_rng(2).random(q) < 0.4
+        written_s = time.perf_counter() - started
+        phases: dict[str, float] = {}
+
+        def timed_phase(name, function):
+            def run(*args, **kwargs):
+                took, result = timed(function, *args, **kwargs)
+                phases[name] = round(took, 2)
+                return result
+
+            return run
+
+        # the stage's own steps, timed where it calls them
+        stage.fitted_preconditioner = timed_phase("fit_s", stage.fitted_preconditioner)
+        stage.streamed_scores = timed_phase("influence_and_scores_s", stage.streamed_scores)
+        before_mb = read_status("VmRSS")
+        reset = reset_peak()
+        seconds, artifact = timed(stage.build_scores, work / "cache", EstimatorConfig(), train, queries, correct)
+        peak_mb = read_status("VmHWM")
+        sizes = {
+            "train_store_gb": (train / "features.npy").stat().st_size / 1e9,
+            "influence_gb": (artifact / "influence.npy").stat().st_size / 1e9,
+        }
+        results.put(
+            {
+                "peak_rss_mb": round(peak_mb, 1) if peak_mb else None,
+                "peak_rss_is_since_stores_written": reset,
+                "rss_before_mb": round(before_mb, 1) if before_mb else None,
+                "seconds": round(seconds, 2),
+                **phases,
+                "stores_written_s": round(written_s, 2),
+                **{key: round(value, 3) for key, value in sizes.items()},
+                "disk_free_gb_before": round(free / 1e9, 1),
+            }
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -121,7 +121,9 @@ class Scorer:
             )
         job.artifacts["sft_full"] = sft
         trained = sft.manifest()
-        job.metrics.update({f"theta_star/{k}": trained[k] for k in ("final_loss", "steps") if k in trained})
+        # what theta* (all of D) lost to model.max_seq_len: LIMO-style traces, said per run
+        said = ("final_loss", "steps", *OVERLONG_KEYS, "gradient_checkpointing")
+        job.metrics.update({f"theta_star/{k}": trained[k] for k in said if k in trained})
         return Checkpoint(scorer_base, sft, cfg.train.method)
 
     @cached_property
@@ -129,7 +131,14 @@ class Scorer:
         job = self.job
         with job.timed("features"):
             store = build_features(
-                job.cache_dir, job.cfg.estimator, self.cfg, self.theta_star, self.data.train, "train", job.cfg.compute
+                job.cache_dir,
+                job.cfg.estimator,
+                self.cfg,
+                self.theta_star,
+                self.data.train,
+                "train",
+                job.cfg.compute,
+                job.cfg.train.gradient_checkpointing,
             )
         job.artifacts["features_train"] = store
         return store
@@ -144,7 +153,14 @@ def influence_step(scorer: Scorer) -> dict[str, Any]:
     job.metrics.update(query_sets.metrics)
     with job.timed("features"):
         query_store = build_features(
-            job.cache_dir, cfg.estimator, scorer.cfg, scorer.theta_star, query_sets.queries, "queries", cfg.compute
+            job.cache_dir,
+            cfg.estimator,
+            scorer.cfg,
+            scorer.theta_star,
+            query_sets.queries,
+            "queries",
+            cfg.compute,
+            cfg.train.gradient_checkpointing,
         )
     job.artifacts["features_queries"] = query_store
     with job.timed("scores"):
@@ -301,6 +317,10 @@ def compare(evals: dict[str, dict[str, Artifact]], run_dir: Path) -> dict[str, A
     return metrics
 
 
+# what fine-tuning says about the traces longer than model.max_seq_len (ifexp.train.EncodedSet)
+OVERLONG_KEYS = ("n_truncated", "n_rejected", "n_tokens_cut", "max_example_len")
+
+
 def training_metrics(cfg: JobConfig, training: dict[str, Any]) -> dict[str, Any]:
     """What fine-tuning the strategy's model did with over-long traces, and its loss."""
     if training["n_truncated"] or training["n_rejected"]:
@@ -321,6 +341,7 @@ def training_metrics(cfg: JobConfig, training: dict[str, Any]) -> dict[str, Any]
         # how much over-long traces lost (LIMO-style data: say it, per run)
         "train/n_tokens_cut": training["n_tokens_cut"],
         "train/max_example_len": training["max_example_len"],
+        "train/gradient_checkpointing": training.get("gradient_checkpointing", False),
         "train/steps": training["steps"],
         "train/first_loss": training["first_loss"],
         "train/final_loss": training["final_loss"],

@@ -116,6 +116,10 @@ class TrainConfig:
     mixed_precision: str = "no"
     # What to do with an example longer than model.max_seq_len: truncate | reject
     overlong: str = "truncate"
+    # Recompute each decoder layer's activations in the backward pass instead of keeping them, in
+    # fine-tuning and in gradient features (ifexp.checkpointing): auto (on when the run's longest
+    # sequence has at least 2,048 tokens) | always | never. Cannot change a result.
+    gradient_checkpointing: str = "auto"
 
 
 @dataclass
@@ -271,14 +275,16 @@ class JobConfig:
 
 # Config values that cannot change a result: where artifacts are cached, the W&B settings,
 # processes per job (results match one process within float tolerance: tests/pipeline/
-# test_distributed.py), and the engine's memory, thread and reuse settings (a reused engine gives a
-# fresh one's outputs: tests/evaluate/test_engines.py). The one list: no cache key holds them, the
+# test_distributed.py), gradient checkpointing (the same losses, adapters and features:
+# tests/influence/test_checkpointing.py), and the engine's memory, thread and reuse settings (a
+# reused engine gives a fresh one's outputs: tests/evaluate/test_engines.py). The one list: no cache key holds them, the
 # config digest of a run directory leaves them out (ifexp.job_identity), and the report never
 # separates two jobs by them. A key ending in "." is a whole group.
 CANNOT_CHANGE_A_RESULT = (
     "paths.",
     "logger.",
     "compute.",
+    "train.gradient_checkpointing",
     "engine.kv_cache_gib",
     "engine.gpu_memory_utilization",
     "engine.cpu_threads_bind",
@@ -311,6 +317,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.method": ("lora", "full"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
     "train.overlong": ("truncate", "reject"),
+    "train.gradient_checkpointing": ("auto", "always", "never"),
     "engine.dtype": ("float32", "bfloat16", "float16"),
     "engine.reuse": ("auto", "always", "never"),
     "pruning.prefilter": ("none", "answer_check"),

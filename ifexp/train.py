@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ifexp.checkpointing import enable_checkpointing, use_checkpointing
 from ifexp.examples import Example
 from ifexp.models import load_model, load_tokenizer
 from ifexp.prompts import encode_example
@@ -259,6 +260,9 @@ def finetune(
 
     rows = encoded.rows()
     lengths = [len(ids) for ids in encoded.input_ids]
+    checkpointing = use_checkpointing(train_cfg.gradient_checkpointing, max(lengths))
+    if checkpointing:
+        log.info("fine-tune: gradient checkpointing on (%d decoder layers)", enable_checkpointing(model))
     loader = torch.utils.data.DataLoader(
         rows,
         batch_sampler=LengthGroupedBatches(lengths, train_cfg.batch_size, seed)
@@ -288,8 +292,13 @@ def finetune(
         while step < total_steps:
             for batch in loader:
                 with accelerator.accumulate(model):
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                    loss_sum, n_tokens = response_loss_sum(logits, batch["labels"])
+                    # the logits are not kept past the loss (at long sequences they are the largest tensor)
+                    loss_sum, n_tokens = response_loss_sum(
+                        model(
+                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+                        ).logits,
+                        batch["labels"],
+                    )
                     # mean over the whole batch's response tokens (all processes'); DDP averages
                     # the processes' gradients, hence the factor
                     loss = loss_sum * accelerator.num_processes / accelerator.reduce(n_tokens, "sum")
@@ -326,6 +335,7 @@ def finetune(
         "n_rejected": encoded.n_rejected,
         "n_tokens_cut": encoded.n_tokens_cut,
         "max_example_len": encoded.max_example_len,
+        "gradient_checkpointing": checkpointing,
         "first_loss": losses[0] if losses else None,
         "final_loss": sum(losses[-5:]) / max(1, len(losses[-5:])),
         "losses": losses,

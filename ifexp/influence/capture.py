@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ifexp import checkpointing
 from ifexp.train import per_example_losses
 
 
@@ -31,26 +32,64 @@ def trainable_linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 class LayerRecorder:
-    """Records each watched layer's inputs (forward) and output gradients (backward)."""
+    """Records each watched layer's inputs (forward) and output gradients (backward).
 
-    def __init__(self, layers: dict[str, nn.Linear]):
+    Without `on_layer` it keeps both for the whole batch (`inputs`, `output_grads`: tests, the
+    dense per-example gradients). With `on_layer(name, inputs, output_grads)` it hands each layer
+    over as soon as its output gradient arrives and keeps nothing: the features stream, one layer
+    at a time, through the backward pass.
+
+    Under gradient checkpointing (ifexp.checkpointing) a decoder layer runs twice: its forward
+    pass, whose activations are dropped, and its recompute inside the backward pass, just before
+    its gradients. The inputs are taken from the recompute (the tensors autograd itself then holds,
+    freed with them), and the output-gradient hook is registered on the first pass only (the one
+    the backward pass runs through): each layer is recorded once per batch, and at most one
+    decoder layer's inputs are held at a time. A layer whose gradient arrives twice in one backward
+    pass (a module called twice in a forward) is an error, not a silent overwrite.
+    """
+
+    def __init__(self, layers: dict[str, nn.Linear], on_layer=None):
         self.layers = layers
+        self.on_layer = on_layer
         self.inputs: dict[str, torch.Tensor] = {}
         self.output_grads: dict[str, torch.Tensor] = {}
         # (B, T) 1 on real tokens, 0 on padding: padded inputs are not zero, their gradients are
         self.token_mask: torch.Tensor | None = None
+        # per batch: the layers whose gradient arrived; and the most layers' inputs held at once
+        self.recorded: set[str] = set()
+        self.max_inputs_held = 0
+        self._pending: dict[str, torch.Tensor] = {}
         self._handles: list = []
 
     def _forward_hook(self, name: str):
         def hook(module, args, output):
-            self.inputs[name] = args[0].detach()
-
-            def save_grad(grad):
-                self.output_grads[name] = grad.detach()
-
-            output.register_hook(save_grad)
+            where = checkpointing.region()
+            if where != "forward":  # a first pass under checkpointing keeps nothing: it is recomputed
+                self.inputs[name] = args[0].detach()
+                self.max_inputs_held = max(self.max_inputs_held, len(self.inputs))
+                if name in self._pending:  # its gradient came first (checkpointing: see _gradient)
+                    self._hand_over(name, self._pending.pop(name))
+            if where != "recompute":  # the backward pass runs through the first pass's graph only
+                output.register_hook(lambda grad: self._gradient(name, grad.detach()))
 
         return hook
+
+    def _gradient(self, name: str, grad: torch.Tensor) -> None:
+        if name in self.recorded or name in self._pending:
+            raise RuntimeError(f"layer {name}: a second output gradient in one backward pass")
+        if name in self.inputs:
+            self._hand_over(name, grad)
+        else:
+            # Under checkpointing a layer's output gradient can arrive before its recompute (the
+            # nodes between the output and the matmul save nothing): it waits for the inputs.
+            self._pending[name] = grad
+
+    def _hand_over(self, name: str, grad: torch.Tensor) -> None:
+        self.recorded.add(name)
+        if self.on_layer is None:
+            self.output_grads[name] = grad
+        else:
+            self.on_layer(name, self.inputs.pop(name), grad)
 
     @contextmanager
     def watching(self):
@@ -65,6 +104,8 @@ class LayerRecorder:
     def clear(self) -> None:
         self.inputs.clear()
         self.output_grads.clear()
+        self.recorded.clear()
+        self._pending.clear()
 
 
 def forward_backward(
@@ -80,11 +121,18 @@ def forward_backward(
     device = next(model.parameters()).device.type
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=compute_dtype == "bfloat16")
     with recorder.watching(), autocast:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         losses = per_example_losses(logits, batch["labels"], batch.get("token_weights"))
+        del logits  # the loss holds what its backward needs
         # Gradients of the sum: each example's output gradients are those of its own loss.
         params = [layer.weight for layer in recorder.layers.values()]
         torch.autograd.backward(losses.sum(), inputs=params)
+    missing = [name for name in recorder.layers if name not in recorder.recorded]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} layers not recorded, e.g. {missing[0]} "
+            f"({'its inputs never came' if missing[0] in recorder._pending else 'no output gradient'})"
+        )
     for layer in recorder.layers.values():
         layer.weight.grad = None
     return losses.detach()

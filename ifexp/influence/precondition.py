@@ -81,7 +81,11 @@ class ProjectedFisher(Preconditioner):
     def from_config(cls, damping: float, kfac_factors: dict[str, dict] | None = None) -> ProjectedFisher:
         return cls(damping)
 
-    def fit(self, train_features: torch.Tensor, chunk: int = 4096) -> ProjectedFisher:
+    def fit(self, train_features, chunk: int = 4096) -> ProjectedFisher:
+        """Fit on (N, k) features: a tensor, an array or anything sliced by rows (a store's
+        StoredRows), read `chunk` rows at a time. The chunk is fixed, not a memory setting: the sum
+        of the chunks' products, and so the fit, is the same on every call. Holds the k x k
+        Fisher and its Cholesky factor (2 x 8 k^2 bytes: 1 GiB at k = 8192) and one chunk."""
         k = train_features.shape[1]
         fisher = torch.zeros(k, k, dtype=torch.float64)
         for start in range(0, train_features.shape[0], chunk):
@@ -93,7 +97,8 @@ class ProjectedFisher(Preconditioner):
         # grad_dot). The floor only guards an all-zero Fisher (gradients can be ~1e-10 in scale).
         rank = min(train_features.shape[0], k)
         self.lam = max(self.damping * float(torch.trace(fisher)) / rank, 1e-300)
-        self.cholesky = torch.linalg.cholesky(fisher + self.lam * torch.eye(k, dtype=torch.float64))
+        fisher.diagonal().add_(self.lam)  # + lam I, in place: the same values without a k x k identity
+        self.cholesky = torch.linalg.cholesky(fisher)
         return self
 
     def query_side(self, query_features: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,12 @@ none stores a dense d x k matrix:
 
 Each class declares the estimator.projection values it serves (`projections`) and how it is built
 from an estimator config (`from_config`); defining it registers it in `PROJECTIONS`.
+
+A projector works layer by layer (`project_layer`: one layer's part of every example's feature,
+from that layer's inputs and output gradients) and then joins the parts in layer order (`join`),
+so feature extraction can project each layer as its gradient arrives in the backward pass and keep
+nothing else (capture.LayerRecorder's `on_layer`); `projector(recorder)` does both at once on a
+recorder that kept the whole batch.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import ClassVar
 
 import torch
 
-from ifexp.influence.capture import LayerRecorder, per_example_gradients
+from ifexp.influence.capture import LayerRecorder
 from ifexp.registry import Registry
 from ifexp.schema import EstimatorConfig
 
@@ -55,8 +61,31 @@ class Projector:
         """The projector cfg.projection names, for trainable layers of these (out, in) shapes."""
         raise NotImplementedError
 
-    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
+    def project_layer(
+        self, index: int, name: str, inputs: torch.Tensor, grads: torch.Tensor, token_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Layer `name` (the index-th trainable layer)'s part of the batch's features, (B, ...)."""
         raise NotImplementedError
+
+    def join(self, parts: list[torch.Tensor], token_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, k) features from every layer's part, in layer order: their sum, always in that order."""
+        total = parts[0].clone()
+        for part in parts[1:]:
+            total += part
+        return total
+
+    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
+        """The features of a batch that `recorder` kept whole."""
+        parts = [
+            self.project_layer(index, name, recorder.inputs[name], recorder.output_grads[name], recorder.token_mask)
+            for index, name in enumerate(recorder.layers)
+        ]
+        return self.join(parts, recorder.token_mask)
+
+
+def _example_gradients(inputs: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """(B, out * in): each example's weight gradient of one Linear layer, flattened."""
+    return torch.einsum("bto,bti->boi", grads.float(), inputs.float()).flatten(1)
 
 
 class SparseJLProjector(Projector):
@@ -81,17 +110,17 @@ class SparseJLProjector(Projector):
             self._hashes[key] = (buckets, signs)
         return self._hashes[key]
 
-    def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
-        batch = next(iter(flat.values())).shape[0]
-        features = torch.zeros(batch, self.k, device=next(iter(flat.values())).device)
-        for layer_index, grads in enumerate(flat.values()):
-            buckets, signs = (t.to(grads.device) for t in self.hashes(layer_index, grads.shape[1]))
-            features.index_add_(1, buckets, grads.float() * signs)
-        return features
+    def project_one(self, layer_index: int, grads: torch.Tensor) -> torch.Tensor:
+        """(B, k) sketch of one layer's (B, d) flat gradients."""
+        buckets, signs = (t.to(grads.device) for t in self.hashes(layer_index, grads.shape[1]))
+        features = torch.zeros(grads.shape[0], self.k, device=grads.device)
+        return features.index_add_(1, buckets, grads.float() * signs)
 
-    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
-        grads = per_example_gradients(recorder)
-        return self.project_flat({name: g.flatten(1) for name, g in grads.items()})
+    def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.join([self.project_one(index, grads) for index, grads in enumerate(flat.values())], None)
+
+    def project_layer(self, index, name, inputs, grads, token_mask) -> torch.Tensor:
+        return self.project_one(index, _example_gradients(inputs, grads))
 
 
 class DenseProjector(Projector):
@@ -116,19 +145,20 @@ class DenseProjector(Projector):
             matrix = torch.randint(0, 2, (width, self.k), generator=generator, dtype=torch.int8).float() * 2 - 1
         return matrix / math.sqrt(self.k)
 
-    def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
-        """flat: layer name -> (B, d_layer) gradients, in a fixed layer order."""
-        batch = next(iter(flat.values())).shape[0]
-        features = torch.zeros(batch, self.k, device=next(iter(flat.values())).device)
-        for layer_index, grads in enumerate(flat.values()):
-            for block_index, start in enumerate(range(0, grads.shape[1], self.block)):
-                part = grads[:, start : start + self.block]
-                features += part @ self.block_matrix(layer_index, block_index, part.shape[1]).to(part.device)
+    def project_one(self, layer_index: int, grads: torch.Tensor) -> torch.Tensor:
+        """(B, k) projection of one layer's (B, d) flat gradients."""
+        features = torch.zeros(grads.shape[0], self.k, device=grads.device)
+        for block_index, start in enumerate(range(0, grads.shape[1], self.block)):
+            part = grads[:, start : start + self.block]
+            features += part @ self.block_matrix(layer_index, block_index, part.shape[1]).to(part.device)
         return features
 
-    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
-        grads = per_example_gradients(recorder)
-        return self.project_flat({name: g.flatten(1) for name, g in grads.items()})
+    def project_flat(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
+        """flat: layer name -> (B, d_layer) gradients, in a fixed layer order."""
+        return self.join([self.project_one(index, grads) for index, grads in enumerate(flat.values())], None)
+
+    def project_layer(self, index, name, inputs, grads, token_mask) -> torch.Tensor:
+        return self.project_one(index, _example_gradients(inputs, grads))
 
 
 class KroneckerProjector(Projector):
@@ -163,19 +193,18 @@ class KroneckerProjector(Projector):
             )
             self.k += min(k_in, in_dim) * min(k_out, out_dim)
 
-    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
-        parts = []
-        for name in recorder.layers:
-            inputs = recorder.inputs[name].float()
-            grads = recorder.output_grads[name].float()
-            if self.in_proj[name] is not None:
-                inputs = inputs @ self.in_proj[name].to(inputs.device).T
-            if self.out_proj[name] is not None:
-                grads = grads @ self.out_proj[name].to(grads.device).T
-            parts.append(torch.einsum("bto,bti->boi", grads, inputs).flatten(1))
-            self._accumulate(name, inputs, grads, recorder.token_mask)
-        if recorder.token_mask is not None:
-            self.n_tokens += int(recorder.token_mask.sum())
+    def project_layer(self, index, name, inputs, grads, token_mask) -> torch.Tensor:
+        inputs, grads = inputs.float(), grads.float()
+        if self.in_proj[name] is not None:
+            inputs = inputs @ self.in_proj[name].to(inputs.device).T
+        if self.out_proj[name] is not None:
+            grads = grads @ self.out_proj[name].to(grads.device).T
+        self._accumulate(name, inputs, grads, token_mask)
+        return torch.einsum("bto,bti->boi", grads, inputs).flatten(1)
+
+    def join(self, parts: list[torch.Tensor], token_mask: torch.Tensor | None) -> torch.Tensor:
+        if token_mask is not None:
+            self.n_tokens += int(token_mask.sum())
         return torch.cat(parts, dim=1)
 
     def _accumulate(self, name: str, inputs: torch.Tensor, grads: torch.Tensor, mask: torch.Tensor | None) -> None:
@@ -208,5 +237,8 @@ class ExactProjector(Projector):
     def __init__(self, layer_shapes: dict[str, tuple[int, int]]):
         self.k = sum(out_dim * in_dim for out_dim, in_dim in layer_shapes.values())
 
-    def __call__(self, recorder: LayerRecorder) -> torch.Tensor:
-        return torch.cat([g.flatten(1) for g in per_example_gradients(recorder).values()], dim=1)
+    def project_layer(self, index, name, inputs, grads, token_mask) -> torch.Tensor:
+        return _example_gradients(inputs, grads)
+
+    def join(self, parts: list[torch.Tensor], token_mask: torch.Tensor | None) -> torch.Tensor:
+        return torch.cat(parts, dim=1)

@@ -15,7 +15,7 @@ from ifexp.cache import Artifact, Stage, config_slice
 from ifexp.distributed import local_device, rank_and_world, run_sharded
 from ifexp.examples import Example, examples_digest
 from ifexp.influence.estimator import make_projector
-from ifexp.influence.features import NonFiniteFeatures, extract_features, write_store
+from ifexp.influence.features import NonFiniteFeatures, NpyWriter, extract_features, write_store
 from ifexp.models import Checkpoint, load_for_gradients, load_tokenizer, model_slice
 from ifexp.schema import ComputeConfig, EstimatorConfig, IfexpError, ModelConfig
 from ifexp.train import collate, encode_examples, line_break_ids
@@ -34,8 +34,13 @@ def build_features(
     examples: list[Example],
     split_key: str,
     compute: ComputeConfig,
+    gradient_checkpointing: str = "auto",
 ) -> Artifact:
-    """The feature store of these examples at this checkpoint (`split_key` names them in logs)."""
+    """The feature store of these examples at this checkpoint (`split_key` names them in logs).
+
+    gradient_checkpointing: the job's train.gradient_checkpointing (the features follow the
+    fine-tuning's setting; auto decides on the longest of these examples). Not in the key: it
+    cannot change the features (schema.CANNOT_CHANGE_A_RESULT)."""
     inputs = {
         "checkpoint": model.identity,
         "examples": examples_digest(examples),
@@ -49,6 +54,7 @@ def build_features(
         adapter=model.adapter,
         examples=examples,
         split_key=split_key,
+        gradient_checkpointing=gradient_checkpointing,
     )
     return STAGE.get(
         cache_dir,
@@ -65,6 +71,7 @@ def extract_feature_store(
     examples: list[Example],
     split_key: str,
     out: Path,
+    gradient_checkpointing: str = "auto",
 ) -> dict:
     """The features stage's work; in a multi-process run every process extracts a shard, rank 0 writes."""
     tokenizer = load_tokenizer(model_path)
@@ -78,8 +85,12 @@ def extract_feature_store(
     rows = encoded.rows()
     projector = make_projector(est, model)
     step_ends = line_break_ids(tokenizer) if est.loss_weighting == "step_mean" else None
+    rank = rank_and_world()[0]
+    out.mkdir(parents=True, exist_ok=True)
+    # every process writes its rows into the store as they come; the first writes the header
+    writer = NpyWriter(out / "features.npy", (len(rows), projector.k), est.store_dtype, header=rank == 0)
     try:
-        features, losses = extract_features(
+        _, losses = extract_features(
             model,
             rows,
             projector,
@@ -87,9 +98,13 @@ def extract_feature_store(
             est.batch_size,
             desc=f"features [{split_key}]",
             compute_dtype=est.compute_dtype,
+            gradient_checkpointing=gradient_checkpointing,
+            writer=writer,
         )
     except NonFiniteFeatures as error:  # NaN/Inf gradients: name the example, keep nothing
         raise IfexpError(f"features [{split_key}]: {error} ({examples[error.index].id})") from None
-    if rank_and_world()[0] == 0:
-        write_store(out, [e.id for e in examples], features, est.store_dtype, projector)
+    finally:
+        writer.close()
+    if rank == 0:
+        write_store(out, [e.id for e in examples], None, est.store_dtype, projector)
     return {"n": len(examples), "k": projector.k, "n_truncated": encoded.n_truncated, "mean_loss": float(losses.mean())}

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import torch
-
 from ifexp.cache import Artifact
 from ifexp.influence.estimator import make_estimator_preconditioner
-from ifexp.influence.features import read_kfac_factors, read_store
+from ifexp.influence.features import StoredRows, read_kfac_factors, store_rows
 from ifexp.influence.precondition import Preconditioner
 from ifexp.schema import EstimatorConfig
 
@@ -20,8 +17,9 @@ def preconditioner_inputs(estimator: EstimatorConfig, train_store: Artifact) -> 
     return {"train": train_store.digest, "preconditioner": estimator.preconditioner, "damping": estimator.damping}
 
 
-def fitted_preconditioner(estimator: EstimatorConfig, train_store: Artifact) -> tuple[Preconditioner, np.ndarray]:
-    """(H fitted on the training features, the training features)."""
-    _, train_features = read_store(train_store.path)
+def fitted_preconditioner(estimator: EstimatorConfig, train_store: Artifact) -> tuple[Preconditioner, StoredRows]:
+    """(H fitted on the training features, the training features): the features are read by rows,
+    chunk by chunk, never whole (features.StoredRows)."""
+    train_features = store_rows(train_store.path)
     preconditioner = make_estimator_preconditioner(estimator, read_kfac_factors(train_store.path))
-    return preconditioner.fit(torch.tensor(np.asarray(train_features), dtype=torch.float32)), train_features
+    return preconditioner.fit(train_features), train_features

@@ -3,6 +3,13 @@ the paper's per-example scores s_C, s_I and their rank versions r_C, r_I (ifexp.
 
 Keyed by the training and query feature stores, the queries' grades, the preconditioner and its
 damping, and the query rank.
+
+In bounded memory, whatever N: the preconditioner is fitted over chunks of the training store
+(stages.preconditioner), the N x Q influence is computed 8,192 training rows at a time and written
+to influence.npy as it comes (and, query by query, to a temporary query-major copy), s_C and s_I
+are taken from each block of rows, and the percentile ranks from each query's column over all N,
+read back from the query-major copy. What is held at once: the fit (k x k float64 twice, at most), a
+block of rows, the queries, and a few N-vectors.
 """
 
 from __future__ import annotations
@@ -12,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ifexp.cache import Artifact, Stage, content_hash
-from ifexp.influence.features import read_store
-from ifexp.influence.score import influence_matrix, influence_scores
+from ifexp.influence.features import NpyWriter, StoredRows, store_rows
+from ifexp.influence.score import ScoreAccumulator, influence_blocks
 from ifexp.schema import EstimatorConfig
 from ifexp.stages.preconditioner import fitted_preconditioner, preconditioner_inputs
 
@@ -35,13 +42,40 @@ def build_scores(
 
     def build(out: Path) -> dict:
         preconditioner, train_features = fitted_preconditioner(estimator, train_store)
-        _, query_features = read_store(query_store.path)
-        influence = influence_matrix(train_features, query_features, preconditioner, query_rank=estimator.query_rank)
-        np.save(out / "influence.npy", influence)
-        np.savez(out / "scores.npz", correct=correct, **influence_scores(influence, correct))
-        return {"n_train": influence.shape[0], "n_correct": int(correct.sum()), "n_incorrect": int((~correct).sum())}
+        query_features = np.asarray(store_rows(query_store.path))
+        scores = streamed_scores(
+            out, train_features, query_features, preconditioner, correct, query_rank=estimator.query_rank
+        )
+        np.savez(out / "scores.npz", correct=correct, **scores)
+        return {"n_train": len(train_features), "n_correct": int(correct.sum()), "n_incorrect": int((~correct).sum())}
 
     return STAGE.get(cache_dir, inputs, build)
+
+
+def streamed_scores(
+    out: Path, train_features, query_features: np.ndarray, preconditioner, correct: np.ndarray, query_rank: int = 0
+) -> dict[str, np.ndarray]:
+    """influence.npy (N x Q float32) written into `out` block by block, and the scores, with one
+    block of rows and one query's column in memory at a time (ScoreAccumulator: the same values
+    as influence_scores on the whole matrix)."""
+    n, n_queries = len(train_features), len(query_features)
+    scores = ScoreAccumulator(n, correct)
+    by_query_path = out / ".influence-by-query.tmp"  # Q x N float32: each query's column, contiguous
+    by_query = NpyWriter(by_query_path, (n_queries, n), np.float32)
+    influence = NpyWriter(out / "influence.npy", (n, n_queries), np.float32)
+    try:
+        for start, block in influence_blocks(train_features, query_features, preconditioner, query_rank=query_rank):
+            influence.write(start, block)
+            scores.add_rows(start, block)
+            by_query.write_columns(start, block.T)
+    finally:
+        influence.close()
+        by_query.close()
+    columns = StoredRows(by_query_path)
+    for query in range(n_queries):
+        scores.add_query(query, columns[query : query + 1][0])
+    by_query_path.unlink()
+    return scores.result()
 
 
 def read_scores(artifact: Artifact) -> dict[str, np.ndarray]:

@@ -14,11 +14,12 @@ from ifexp.cache import Artifact, Stage, config_slice
 from ifexp.distributed import run_sharded
 from ifexp.examples import Example, examples_digest
 from ifexp.models import model_slice
-from ifexp.schema import ComputeConfig, ModelConfig, TrainConfig
+from ifexp.schema import ComputeConfig, ModelConfig, TrainConfig, resource_fields
 from ifexp.train import finetune
 
 STAGE = Stage("sft", __name__)
-NOT_IN_KEY = ("name",)
+# gradient checkpointing cannot change a result (schema.CANNOT_CHANGE_A_RESULT)
+NOT_IN_KEY = ("name", *resource_fields("train"))
 
 
 def build_sft(

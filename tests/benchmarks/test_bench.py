@@ -44,6 +44,14 @@ def test_bench_features_writes_json(tiny_model, cache_dir, tmp_path, capsys):
     assert result["train_step_s_per_example"] > 0 and result["less_style_s_per_example"] > 0
     assert result["bytes_per_example"]["grad_dot"] == 4096 * 4
     assert result["peak_rss_mb"] > 0
+    # every ratio: the median over 3 interleaved repetitions, with its min and max
+    spread = result["spread"]["less_style_over_features"]["logra"]
+    assert len(spread["values"]) == result["repeats"] == 3 and spread["min"] <= spread["median"] <= spread["max"]
+    assert result["less_style_over_features"]["logra"] == spread["median"]
+    assert result["train_step_s_per_example"] == result["spread"]["train_step_s_per_example"]["median"]
+    phases = {"train_step", "features/grad_dot", "features/logra", "less_style", "dense_amortised"}
+    assert phases <= set(result["peak_rss_mb_by_phase"])
+    assert set(result["features_peak_over_dense_amortised_peak"]) == {"grad_dot", "logra"}
 
 
 def test_bench_scores_writes_json(tiny_model, cache_dir, tmp_path):
@@ -165,3 +173,45 @@ def test_options_are_the_dataclass_fields():
     assert e2e.reuse and e2e.overrides == ["dataset.n_train=8"] and e2e.goal_s == 1800.0
     flaws = vars(parser().parse_args(["flaws", "--out", "o.json", "--strategies", "random", "oracle"]))
     assert flaws["strategies"] == ["random", "oracle"] and flaws["overrides"] == []
+
+
+def test_bench_memory_measures_each_configuration_in_its_own_process(tiny_model, cache_dir, tmp_path):
+    """One length and setting here (each configuration is a process that imports torch); the summary
+    over several is checked on numbers below."""
+    from benchmarks.memory import summarise
+
+    out = tmp_path / "memory.json"
+    args = ["memory", "--model", "tiny_llama", "--lengths", "48", "--checkpointing", "always", "--prompt-tokens", "8"]
+    args += ["--overhead-length", "48", "--overhead-repeats", "2"]  # checkpointing's cost, interleaved
+    main([*args, "--cache-dir", str(cache_dir), "--out", str(out)])
+    result = json.loads(out.read_text())
+    for kind in ("train", "features"):
+        run = result["runs"]["48"]["always"][kind]
+        assert run["peak_rss_mb"] >= run["rss_before_steps_mb"] > 0 and len(run["s_each_step"]) == 2
+        assert run["peak_rss_is_since_model_load"]
+    assert set(result["summary"]["features_over_train_peak"]) == {"48/always"}
+    for kind in ("train", "features"):
+        cost = result["checkpointing_overhead"][kind]
+        assert len(cost["s_never"]) == len(cost["s_always"]) == 2
+        assert 0 < cost["always_over_never"]["min"] <= cost["always_over_never"]["median"]
+
+    def run(peak):
+        return {"peak_rss_mb": peak, "step_peak_over_before_mb": peak - 100}
+
+    runs = {str(n): {"always": {"train": run(100 + n / 10), "features": run(100 + n / 8)}} for n in (1000, 3000)}
+    summary = summarise(runs)
+    assert summary["features_over_train_peak"]["1000/always"] == round(225 / 200, 3)
+    assert summary["mb_per_1000_tokens/always/train"] == {"1000-3000": 100.0}
+    assert summary["mb_per_1000_tokens/always/features"] == {"1000-3000": 125.0}
+
+
+def test_bench_scores_scale_mode_runs_the_stage_on_synthetic_stores(tmp_path):
+    out = tmp_path / "scale.json"
+    args = ["scores", "--scale-n", "500", "1000", "--scale-queries", "20", "--scale-k", "64"]
+    main([*args, "--scale-dir", str(tmp_path), "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert set(result["peak_rss_mb_by_n"]) == {"500", "1000"}
+    run = result["runs"]["1000"]
+    assert run["fit_s"] > 0 and run["influence_and_scores_s"] > 0
+    assert run["influence_gb"] == round(1000 * 20 * 4 / 1e9, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["scale.json"]  # the stores and the matrix are gone

@@ -76,6 +76,19 @@ def test_paper_sweeps_and_gpu_reduced_lengths_agree():
     assert not failures, "\n".join(f"{name}: {problem}" for name, problems in failures.items() for problem in problems)
 
 
+def test_paper_models_train_on_limo_traces_as_long_as_their_context():
+    """Whole traces wherever the context allows (Llama-3-8B-Instruct 8,192, Qwen2.5-Math-7B-Instruct
+    4,096), with gradient checkpointing on at those lengths; what is longer is counted per run."""
+    from ifexp.checkpointing import use_checkpointing
+
+    limo_jobs = [compose_job(o) for o in paper_jobs() if o[0] in ("sweeps=paper", "sweeps=transfer")]
+    assert limo_jobs and all(job.dataset.name == "limo" for job in limo_jobs)
+    for job in limo_jobs:
+        for model in (job.model, job.scorer or job.model):
+            assert model.max_seq_len == CONTEXT[model.name], model.name
+            assert use_checkpointing(job.train.gradient_checkpointing, model.max_seq_len), model.name
+
+
 def test_a_fixed_max_model_len_too_small_is_caught():
     """The check itself: the old fixed 1,024 against the paper's 4,096 new tokens."""
     overrides = ["model=qwen25_math_7b_instruct", "engine.max_model_len=1024", "eval.max_new_tokens=4096"]

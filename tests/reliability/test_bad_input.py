@@ -117,7 +117,8 @@ def test_overlong_sequences_are_counted(tmp_path, easy_cot, overlong):
         *SMOKE,
         *EASY_TRAINING,
         f"dataset.path={long_cot}",
-        "pruning=random",
+        # truncate: self_influence trains theta* on all of D, whose losses are said too
+        "pruning=random" if overlong == "reject" else "pruning=self_influence",
         "model.max_seq_len=96",
         f"train.overlong={overlong}",
         f"paths.cache_dir={tmp_path}/cache",
@@ -129,6 +130,10 @@ def test_overlong_sequences_are_counted(tmp_path, easy_cot, overlong):
     assert counted > 0, result.stderr[-2000:]
     if overlong == "reject":
         assert metrics["n_train_kept"] == 32 - 8 - metrics["n_rejected"]
+    else:  # what theta* (all of D) lost: LIMO's question, said per run
+        assert metrics["theta_star/n_truncated"] >= metrics["n_truncated"] > 0
+        assert metrics["theta_star/max_example_len"] > 96 and metrics["theta_star/n_tokens_cut"] > 0
+        assert metrics["theta_star/gradient_checkpointing"] is False  # auto: 96 tokens are short
 
 
 def test_a_failed_job_does_not_stop_the_sweep(tmp_path):

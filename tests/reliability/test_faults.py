@@ -36,7 +36,7 @@ def test_disk_full_while_writing_features(trained, tiny_model, tmp_path, monkeyp
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(features_module.np.lib.format, "open_memmap", no_space)
+    monkeypatch.setattr(features_module.os, "pwrite", no_space)  # the store's rows are written with pwrite
     with pytest.raises(IfexpError, match=r"disk full while writing the features artifact under .*: nothing was kept"):
         build_features(tmp_path, cfg.estimator, cfg.model, Checkpoint(tiny_model, sft_dir), train, "train", cfg.compute)
     assert leftovers(tmp_path) == []
@@ -46,15 +46,13 @@ def test_non_finite_gradients_name_the_example(trained, tiny_model, tmp_path, mo
     cfg, train, sft_dir = trained
     import ifexp.influence.features as features_module
 
-    real = features_module.forward_backward
+    class Poisoned(features_module.LayerRecorder):
+        def _hand_over(self, name, grad):  # the second example of the batch gets NaN output gradients
+            grad = grad.clone()
+            grad[1] = float("nan")
+            super()._hand_over(name, grad)
 
-    def poisoned(model, recorder, batch, compute_dtype="float32"):
-        losses = real(model, recorder, batch, compute_dtype)
-        for name in recorder.layers:  # the second example of the batch gets NaN output gradients
-            recorder.output_grads[name][1] = float("nan")
-        return losses
-
-    monkeypatch.setattr(features_module, "forward_backward", poisoned)
+    monkeypatch.setattr(features_module, "LayerRecorder", Poisoned)
     with pytest.raises(IfexpError, match=rf"non-finite gradient features for example #1 \({train[1].id}\)"):
         build_features(tmp_path, cfg.estimator, cfg.model, Checkpoint(tiny_model, sft_dir), train, "train", cfg.compute)
     assert leftovers(tmp_path) == []
