@@ -105,8 +105,10 @@ def compose_job(overrides: Sequence[str] = (), check: bool = True) -> JobConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         job = _to_job_config(compose(config_name="config", overrides=list(overrides)))
     if check:
+        from ifexp.plugins import load_plugins
         from ifexp.validation import validate
 
+        load_plugins(job.plugins)
         validate(job)
     return job
 
@@ -169,10 +171,15 @@ class FolderAsGroup(ConfigSource):
 
 
 class SweepsSearchPath(SearchPathPlugin):
-    """Puts the top-level sweeps/ folder on Hydra's search path as the group `sweeps`."""
+    """Puts the top-level sweeps/ folder on Hydra's search path as the group `sweeps`, and the
+    `conf/` folder of each installed plugin package (ifexp.plugins) after conf/."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        from ifexp.plugins import installed_plugin_conf_dirs
+
         search_path.append(provider="ifexp-sweeps", path=f"{FolderAsGroup.scheme()}://{SWEEPS_DIR}")
+        for folder in installed_plugin_conf_dirs():
+            search_path.append(provider=f"ifexp-plugin:{folder.parent.name}", path=f"file://{folder}")
 
 
 Plugins.instance().register(FolderAsGroup)
@@ -240,6 +247,7 @@ def _job(cfg: DictConfig) -> float | None:
     from ifexp import outputs
     from ifexp.job_identity import claim_run_dir
     from ifexp.pipeline import run_job
+    from ifexp.plugins import load_plugins
     from ifexp.tracking import Tracker
     from ifexp.validation import validate
 
@@ -251,9 +259,14 @@ def _job(cfg: DictConfig) -> float | None:
     tracker = None
     try:
         job = _to_job_config(cfg)
+        # in the job's own process (a submitit launcher runs each job in one): before validation,
+        # which asks the registries the plugins register in
+        load_plugins(job.plugins)
         validate(job)
         digest = claim_run_dir(run_dir, OmegaConf.to_container(cfg, resolve=False), _hydra_files(cfg, hydra_cfg))
-        tracker = Tracker(job.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir.name, group)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        # W&B: the sweep's runs side by side (group), told apart by strategy (job_type)
+        tracker = Tracker(job.logger, run_dir, config, run_dir.name, group, job_type=job.pruning.strategy)
         metrics = run_job(job, run_dir, tracker, config_digest=digest)
     except (IfexpError, OmegaConfBaseException) as error:
         # user errors (an OmegaConf one: a missing mandatory value, say): one line, no traceback
@@ -286,6 +299,10 @@ def _job(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    from ifexp.plugins import LAUNCH_DIR_VARIABLE
+
+    # where plugin modules are also looked up, in this process and in the jobs' (inherited)
+    os.environ[LAUNCH_DIR_VARIABLE] = os.getcwd()
     _job()
 
 

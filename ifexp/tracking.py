@@ -1,4 +1,6 @@
-"""Experiment tracking: one W&B run per job, offline by default (files under the run dir)."""
+"""Experiment tracking: one W&B run per job (job_type: its strategy) and one per report (job_type
+`report`), grouped by sweep, offline by default: files under the run or sweep folder, uploaded later
+with `wandb sync <folder>/wandb/offline-run-*`."""
 
 from __future__ import annotations
 
@@ -15,7 +17,15 @@ log = logging.getLogger(__name__)
 class Tracker:
     """A thin W&B wrapper that does nothing when logger.name=none."""
 
-    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], name: str, group: str | None):
+    def __init__(
+        self,
+        cfg: LoggerConfig,
+        run_dir: Path,
+        config: dict[str, Any],
+        name: str,
+        group: str | None,
+        job_type: str | None = None,
+    ):
         self.run = None
         if cfg.name != "wandb":
             return
@@ -28,6 +38,7 @@ class Tracker:
             "project": cfg.project,
             "entity": cfg.entity,
             "group": cfg.group or group,
+            "job_type": job_type,
             "name": name,
             "config": config,
             "dir": str(run_dir),
@@ -68,6 +79,19 @@ class Tracker:
 
         self.run.log({name: wandb.Table(columns=rows[0], data=[[cell(c) for c in row] for row in rows[1:]])})
 
+    def rows_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """Rows as a W&B Table (offline: files/media/table/<name>_*.table.json in the run's folder)."""
+        if self.run is None:
+            return
+        import wandb
+
+        self.run.log({name: wandb.Table(columns=columns, data=rows)})
+
+    @property
+    def folder(self) -> Path | None:
+        """The run's own folder (offline: <dir>/wandb/offline-run-*), while it is open."""
+        return Path(self.run.dir).parent if self.run is not None else None
+
     def images(self, paths: dict[str, Path]) -> None:
         if self.run is None or not paths:
             return
@@ -75,7 +99,13 @@ class Tracker:
 
         self.run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in paths.items()})
 
-    def finish(self) -> None:
+    def finish(self, complete_files: bool = False) -> None:
+        """Ends the run; with complete_files, also stops W&B's service process, which writes an offline
+        run's files after finish() returns (so they are whole when this returns: the report's run)."""
         if self.run is not None:
             self.run.finish()
             self.run = None
+            if complete_files:
+                import wandb
+
+                wandb.teardown()

@@ -14,7 +14,7 @@ from ifexp.data import DATASET_SOURCES
 from ifexp.evaluate.benchmarks import benchmark_named, is_benchmark_name
 from ifexp.influence.estimator import check as check_estimator
 from ifexp.influence.estimator import choices as estimator_choices
-from ifexp.schema import CHOICES, IfexpError, JobConfig, expected_one_of
+from ifexp.schema import CHOICES, SOURCE_FIELDS, IfexpError, JobConfig, ModelConfig, expected_one_of
 from ifexp.selection import choices as strategy_choices
 from ifexp.selection import strategy_named
 from ifexp.stages.base_model import MODEL_SOURCES
@@ -66,6 +66,9 @@ def validate(cfg: JobConfig) -> None:
     if cfg.estimator.query_rank < 0:
         raise IfexpError(f"estimator.query_rank={cfg.estimator.query_rank}: must be >= 0 (0 = exact)")
     check_estimator(cfg.estimator)
+    validate_model(cfg.model, "model")
+    if cfg.scorer is not None:
+        validate_model(cfg.scorer, "scorer")
     strategy_named(cfg.pruning.strategy).check(cfg)
     validate_dataset(cfg.dataset)
     if cfg.dataset.source == "jsonl" and not cfg.dataset.path:
@@ -78,6 +81,19 @@ def validate(cfg: JobConfig) -> None:
         sampling = getattr(cfg, group)
         if sampling.n_samples > 1 and sampling.temperature == 0:
             raise IfexpError(f"{group}.n_samples > 1 needs {group}.temperature > 0 (greedy samples are identical)")
+
+
+def validate_model(model: ModelConfig, key: str) -> None:
+    """A source's own fields (schema.SOURCE_FIELDS) are set for it, and null for the others."""
+    for source, names in SOURCE_FIELDS.items():
+        for name in names if source != model.source else ():
+            if getattr(model, name) is not None:
+                raise IfexpError(
+                    f"{key}.{name} is read by source={source} only, and {key} '{model.name}' has "
+                    f"source={model.source}: leave it null"
+                )
+    if model.source == "tiny" and model.tiny is None:
+        raise IfexpError(f"{key} '{model.name}': source=tiny needs {key}.tiny (its shape: conf/model/tiny_llama.yaml)")
 
 
 def validate_benchmarks(cfg: JobConfig) -> None:

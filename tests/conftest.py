@@ -19,9 +19,9 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_cfg():
-    from ifexp.schema import ModelConfig
+    from ifexp.schema import ModelConfig, TinyModelConfig
 
-    return ModelConfig(name="tiny_llama", source="tiny", max_seq_len=256)
+    return ModelConfig(name="tiny_llama", source="tiny", tiny=TinyModelConfig(), max_seq_len=256)
 
 
 @pytest.fixture(scope="session")

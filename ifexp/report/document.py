@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,18 @@ from ifexp.schema import IfexpError
 
 
 def write_report(
-    root: Path, versus: list[str] | tuple[str, ...] = (), across: list[str] | tuple[str, ...] = ()
+    root: Path,
+    versus: list[str] | tuple[str, ...] = (),
+    across: list[str] | tuple[str, ...] = (),
+    wandb: str = "auto",
 ) -> Path:
     """report.md (and figures) for the jobs under root; `versus`: rows (a strategy, or a row's label)
     every other row is also compared with, paired per problem and seed, beside the Δ vs Random;
-    `across`: `KEY=VALUE` settings every other section's rows are compared with, row by row."""
+    `across`: `KEY=VALUE` settings every other section's rows are compared with, row by row;
+    `wandb`: the report's W&B run (ifexp.report.wandb_run: auto, offline, online or none)."""
+    from ifexp.report.charts import report_figures
+    from ifexp.report.wandb_run import log_report, logger_config
+
     jobs = load_jobs(root)
     if not jobs:
         raise IfexpError(f"no job {METRICS} (with a strategy) under {root}")
@@ -48,10 +54,18 @@ def write_report(
     for section in sections:
         lines += section_lines(root, summary, section, sections, versus, references)
     lines += compute_lines(jobs)
-    lines += figure_lines(root, summary, len(sections))
+    figures = report_figures(root, summary)
+    lines += figure_lines(figures)
     lines += jobs_lines(summary)
     report = root / "report.md"
     report.write_text("\n".join(lines) + "\n")
+    wandb_cfg = logger_config(root, jobs, wandb)
+    if wandb_cfg is not None:
+        folder = log_report(root, summary, {f.file: root / f.file for f in figures}, wandb_cfg)
+        where = folder.relative_to(root) if folder and folder.is_relative_to(root) else folder
+        note = f"`wandb sync {where}` uploads it" if wandb_cfg.mode == "offline" else "logged online"
+        lines += ["", f"W&B: this report's run (job_type `report`, beside the jobs' runs) is `{where}`; {note}."]
+        report.write_text("\n".join(lines) + "\n")
     return report
 
 
@@ -267,35 +281,14 @@ def compute_lines(jobs: list[Job]) -> list[str]:
     ]
 
 
-def figure_lines(root: Path, summary: Summary, n_sections: int) -> list[str]:
-    """delta_vs_random.png and flaw_detection.png (where a row has a Δ or flaw measures), and their links."""
-    from ifexp import figures
-
-    delta_bars: dict[str, dict[str, tuple[float, float, float]]] = {}
-    flaw_bars: dict[str, dict[str, float]] = {}
-    for row in summary.rows:
-        # one figure for all sections: a bar names its section where there are several
-        label = row["cell"].label
-        if n_sections > 1:
-            label += f" ({settings_text(summary.section_keys, row['cell'].section)})"
-        if row["delta"]:
-            delta_bars[label] = {
-                b: (e.mean, e.low, e.high) if e.interval == "bootstrap" else (e.mean, math.nan, math.nan)
-                for b, e in row["delta"].items()
-            }
-        if row["flaw"]:
-            flaw_bars[label] = {m: row["flaw"][m] for m in ("precision", "recall", "auroc") if m in row["flaw"]}
+def figure_lines(figures: list) -> list[str]:
+    """The figures drawn (ifexp.report.charts.Figure), each with its caption: what it shows and what
+    its whiskers, bands and curves are over."""
     lines = []
-    if delta_bars:
-        with_bars = any(not math.isnan(v[1]) for per in delta_bars.values() for v in per.values())
-        title = "Δ pass@1 vs Random (mean over problems × seeds"
-        title += "; bars: 95% paired bootstrap, see report.md)" if with_bars else "; no 95% interval, see report.md)"
-        figures.delta_bars(root / "delta_vs_random.png", delta_bars, title)
-        lines += ["![delta vs random](delta_vs_random.png)", ""]
-    if flaw_bars:
-        figures.flaw_detection_bars(root / "flaw_detection.png", flaw_bars)
-        lines += ["![flaw detection](flaw_detection.png)", ""]
-    return lines
+    for figure in figures:
+        lines += [f"![{figure.title}]({figure.file})", "", f"*Figure: {figure.title}.* " + figure.caption[0]]
+        lines += ["", *figure.caption[1:], ""] if len(figure.caption) > 1 else [""]
+    return ["## Figures", "", *lines] if lines else []
 
 
 def jobs_lines(summary: Summary) -> list[str]:

@@ -82,6 +82,8 @@ class Strategy:
             # one list per config field: validate checks a field whatever the strategy
             if option in declared and declared[option] != tuple(values):
                 raise TypeError(f"{cls.__name__}.options: '{option}' is already {declared[option]}")
+        if cls.name in STRATEGIES:  # at class definition, like the checks above
+            raise TypeError(f"{cls.__name__}: strategy '{cls.name}' is already registered ({STRATEGIES[cls.name]!r})")
         STRATEGIES.register(cls.name, cls)
 
     def check(self, cfg: JobConfig) -> None:

@@ -23,7 +23,7 @@ from ifexp.cache import Artifact, Stage, config_slice, content_hash, file_hash, 
 from ifexp.hub import MODEL_FILES, hub_snapshot
 from ifexp.prompts import user_message
 from ifexp.registry import Registry
-from ifexp.schema import IfexpError, ModelConfig
+from ifexp.schema import IfexpError, ModelConfig, TinyModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def _hub_model(cfg: ModelConfig, cache_dir: Path) -> Artifact:
         folder = Path(cfg.hf_id)
         files = {str(f.relative_to(folder)): file_hash(f) for f in sorted(folder.rglob("*")) if f.is_file()}
         return Artifact(STAGE.name, f"local:{content_hash(files)}", folder)
-    commit, folder = hub_snapshot(cfg.hf_id, cfg.revision, "model", f"model '{cfg.name}'", MODEL_FILES)
+    revision = cfg.revision or "main"
+    commit, folder = hub_snapshot(cfg.hf_id, revision, "model", f"model '{cfg.name}'", MODEL_FILES)
     return Artifact(STAGE.name, f"hub:{cfg.hf_id}@{commit}", folder)
 
 
@@ -72,6 +73,8 @@ def _gguf_model(cfg: ModelConfig, cache_dir: Path) -> Artifact:
 
 @MODEL_SOURCES.add("tiny")
 def _tiny_model(cfg: ModelConfig, cache_dir: Path) -> Artifact:
+    if cfg.tiny is None:
+        raise IfexpError(f"model '{cfg.name}': source=tiny needs model.tiny (its shape: conf/model/tiny_llama.yaml)")
     # its tokenizer is trained on generated problems in the prompt's words: that code is in the
     # stage's code version (ifexp.data, ifexp.prompts)
     return STAGE.get(cache_dir, {"model": config_slice(cfg, exclude=NOT_IN_KEY)}, lambda out: _build_tiny(cfg, out))
@@ -127,21 +130,22 @@ def _train_tiny_tokenizer(vocab_size: int):
 def _build_tiny(cfg: ModelConfig, out: Path) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = _train_tiny_tokenizer(cfg.vocab_size)
+    shape: TinyModelConfig = cfg.tiny  # _tiny_model refuses a config without one
+    tokenizer = _train_tiny_tokenizer(shape.vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
         max_position_embeddings=max(2048, 2 * cfg.max_seq_len),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(cfg.init_seed)
+    torch.manual_seed(shape.init_seed)
     model = LlamaForCausalLM(config)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

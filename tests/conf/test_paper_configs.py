@@ -15,7 +15,7 @@ from helpers.jobs import expand_sweep
 from ifexp.cli import compose_job
 from ifexp.examples import Example
 from ifexp.models import load_tokenizer
-from ifexp.schema import JobConfig, ModelConfig
+from ifexp.schema import JobConfig, ModelConfig, TinyModelConfig
 from ifexp.train import encode_examples
 
 # Each model's context window: max_position_embeddings of its config.json (Qwen2.5-Math-7B-Instruct
@@ -96,7 +96,7 @@ def test_traces_longer_than_max_seq_len_are_counted(tiny_model):
     tokenizer = load_tokenizer(tiny_model)
     long_cot = "\n".join(f"Step {i}: 12 + {i} = {12 + i}." for i in range(40)) + "\n#### 51"
     examples = [Example("short", "Add 2 and 3.", "2 + 3 = 5\n#### 5", "5"), Example("long", "Add.", long_cot, "51")]
-    model_cfg = ModelConfig(name="tiny_llama", source="tiny", max_seq_len=64)
+    model_cfg = ModelConfig(name="tiny_llama", source="tiny", tiny=TinyModelConfig(), max_seq_len=64)
     whole = [
         len(encode_examples(tokenizer, [e], ModelConfig(max_seq_len=10**6), "truncate").input_ids[0]) for e in examples
     ]

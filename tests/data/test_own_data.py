@@ -123,7 +123,7 @@ def test_cross_model_transfer_scores_with_one_model_and_trains_another(easy_cot,
 
     # the scorer's side
     theta_star = manifest_key(metrics["artifact/sft_full"])
-    assert theta_star["base"] == scorer_digest and theta_star["model"]["vocab_size"] == 768
+    assert theta_star["base"] == scorer_digest and theta_star["model"]["tiny"]["vocab_size"] == 768
     sft_full_digest = Path(metrics["artifact/sft_full"]).name
     assert manifest_key(metrics["artifact/queries"])["model"] == {"base": scorer_digest, "sft": sft_full_digest}
     for store in ("features_train", "features_queries"):
@@ -134,7 +134,7 @@ def test_cross_model_transfer_scores_with_one_model_and_trains_another(easy_cot,
     # the trainee's side
     for name in ("pruned", "random"):
         key = manifest_key(metrics[f"artifact/sft_{name}"])
-        assert key["base"] == trainee_digest and key["model"]["vocab_size"] == 1024
+        assert key["base"] == trainee_digest and key["model"]["tiny"]["vocab_size"] == 1024
         for bench in ("gsm_symbolic", "jsonl"):  # smoke holds out 8 problems of the file: the in-domain benchmark
             assert manifest_key(metrics[f"artifact/eval/{name}/{bench}"])["model"] == {
                 "base": trainee_digest,

@@ -24,7 +24,7 @@ from ifexp.influence.precondition import make_preconditioner
 from ifexp.influence.project import ExactProjector
 from ifexp.influence.score import influence_matrix
 from ifexp.models import load_model, load_tokenizer
-from ifexp.schema import DatasetConfig, ModelConfig, TrainConfig
+from ifexp.schema import DatasetConfig, ModelConfig, TinyModelConfig, TrainConfig
 from ifexp.train import apply_lora, collate, encode_examples, response_loss_sum
 
 STEPS, LR = 40, 0.5
@@ -119,7 +119,7 @@ def test_one_pooled_step_changes_query_losses_as_influence_predicts(tiny_model, 
 
 
 def test_influence_agrees_with_leave_one_out_retraining(tiny_model):
-    model_cfg = ModelConfig(name="tiny_llama", source="tiny", max_seq_len=160)
+    model_cfg = ModelConfig(name="tiny_llama", source="tiny", tiny=TinyModelConfig(), max_seq_len=160)
     tokenizer = load_tokenizer(tiny_model)
     splits = build_splits(DatasetConfig(n_train=24, n_val=6, n_test=0, flaw_fraction=0.25))
 

@@ -165,7 +165,7 @@ def test_each_registered_strategy_has_its_yaml_and_each_yaml_a_strategy():
 
 
 def test_a_strategy_declares_what_the_registry_can_check():
-    with pytest.raises(ValueError, match="'random' is already registered"):
+    with pytest.raises(TypeError, match="strategy 'random' is already registered"):
         type("Again", (Strategy,), {"name": "random"})
     with pytest.raises(TypeError, match=r"\['gradients'\] not in"):
         type("Unknown", (Strategy,), {"name": "unknown_signal", "needs": {"gradients"}})

@@ -4,7 +4,8 @@
   launcher on the same config;
 - compute.num_processes=2: fine-tuning and features run as srun job steps of 2 tasks (sacct's step
   records), the same selection as one process;
-- `scontrol requeue` while a job runs: it resumes from the cache and recomputes no finished stage.
+- `scontrol requeue` while a job runs: it resumes from the cache and recomputes no finished stage;
+- a plugin (a strategy in a module of the user's own, outside the package): each Slurm job imports it.
 
 Run with `pytest -m slurm` (.ci/run does); the session fixture (conftest.py) starts the cluster.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 from helpers.data import EASY_TRAINING
+from helpers.plugins import CHEAP_JOB, MODULE, STRATEGY, removed_as_expected, write_plugin
 
 pytestmark = pytest.mark.slurm
 
@@ -204,3 +206,34 @@ def test_a_requeued_job_resumes_from_the_cache(slurm_cluster, easy_cot, tmp_path
     for path in finished:
         assert f"{path.parent.parent.name}: reusing {path.parent}" in resumed
     assert json.loads(next(sweep.glob("*/selection.json")).read_text())["strategy"] == "combined"
+
+
+def test_each_slurm_job_imports_the_plugin(slurm_cluster, tmp_path):
+    """Started in the user's project folder as the console script starts (-P: the folder is not on
+    sys.path by Python's rule); the jobs run in Slurm's processes, which must import the module."""
+    project = tmp_path / "project"
+    conf = write_plugin(project)
+    env = {**os.environ, "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-P",
+        "-m",
+        "ifexp.cli",
+        "-m",
+        f"plugins=[{MODULE}]",
+        f"hydra.searchpath=[file://{conf}]",
+        *CHEAP_JOB,
+        f"pruning={STRATEGY},random",
+        *slurm_launcher(slurm_cluster, cpus=1),
+        f"paths.cache_dir={tmp_path}/cache",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    jobs = slurm_jobs(tmp_path / "sweep")
+    assert len(jobs) == 2
+    for job in jobs:
+        assert [r["State"] for r in slurm_cluster.wait_accounted(job) if "." not in r["JobID"]] == ["COMPLETED"]
+    selections = {s["strategy"]: s for _, s in results(tmp_path / "sweep").values()}
+    assert sorted(selections) == sorted([STRATEGY, "random"])
+    assert removed_as_expected(selections[STRATEGY])
