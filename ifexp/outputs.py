@@ -44,6 +44,9 @@ FIGURES = "figures"
 DIGEST_KEY = "config_digest"  # the job's config digest (ifexp.job_identity)
 STRATEGY_KEY = "strategy"
 SEED_KEY = "seed"
+# which draw of the data, of theta* and of its answers a job belongs to (DESIGN.md "Evidence
+# standards": the replicate is the unit of evidence; seeds under one replicate are not)
+REPLICATE_KEY = "replicate"
 # The keys that describe the job, and the config value each holds (`scorer`: the model's where
 # there is no scorer): how a reader without the job's saved config tells jobs apart.
 DESCRIPTION_KEYS = {
@@ -262,3 +265,9 @@ def read_removal_scores(run_dir: str | Path) -> dict[str, list] | None:
         "removed": [r["removed"] == "1" for r in rows],
         "flaw": [r["flaw"] for r in rows] if labelled else None,
     }
+
+
+def replicate_id(data_seed: int, scorer_seed: int) -> str:
+    """A job's replicate: the data draw (dataset.data_seed) and theta*'s seed (scorer_seed, which
+    also draws theta*'s sampled answers)."""
+    return f"data_seed={data_seed},scorer_seed={scorer_seed}"

@@ -365,6 +365,7 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
             outputs.STRATEGY_KEY: cfg.pruning.strategy,
             "fraction": cfg.pruning.fraction,
             outputs.SEED_KEY: cfg.seed,
+            outputs.REPLICATE_KEY: outputs.replicate_id(cfg.dataset.data_seed, cfg.scorer_seed),
         }
     )
     if config_digest is not None:

@@ -70,6 +70,10 @@ LEG_COUNTING_FLAWS = {
 FLAW_FAMILY = {
     **LEG_COUNTING_FLAWS,
     "mismatched_trace": ANSWER_VISIBLE,
+    # a model's own sampled leg_counting trace, labelled by `leg_trace_errors`: a wrong or missing
+    # final answer, or the right answer through a wrong or unreadable step
+    "model_wrong_answer": ANSWER_VISIBLE,
+    "model_wrong_steps": ANSWER_PRESERVING,
 }
 
 # reasoning-gym's leg_counting generator settings of the embedded default
@@ -339,3 +343,81 @@ def leg_counting_splits(cfg: DatasetConfig) -> tuple[list[Example], list[Example
         for part in (problems[cfg.n_train : cfg.n_train + cfg.n_val], problems[cfg.n_train + cfg.n_val :])
     )
     return train, val, test
+
+
+# ---------------------------------------------------------------------------------------------
+# leg_counting: checking a trace step by step (a model's own sampled traces)
+
+_ANIMAL_LINE = re.compile(
+    r"An? (?P<animal>[a-z][a-z -]*?) has (?P<stated>\d+) legs?, so (?P<count>\d+) [a-z][a-z -]*? ha(?:s|ve) "
+    r"(?P<left>\d+) \* (?P<right>\d+) = (?P<product>\d+) legs?\."
+)
+_TOTAL_LINE = re.compile(r"Total: (?P<terms>\d+(?: \+ \d+)*) = (?P<sum>\d+) legs?\.")
+
+
+def leg_trace_errors(problem: LegProblem, text: str) -> list[str]:
+    """What is wrong with a leg_counting trace, step by step, in the clean trace's words: each
+    animal line's fact, factors and product, the animals named (invented, missing, repeated), the
+    total line's terms and sum and its place after the products, a line in none of these forms,
+    and the final answer (`final_answer_missing` / `final_answer_wrong`). Empty: a clean trace."""
+    from ifexp.examples import answer_line
+
+    counts = dict(problem.animals)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    at = answer_line(lines)
+    final = lines[at].rsplit(ANSWER_MARK, 1)[1].strip() if at is not None else None
+    body = lines[:at] if at is not None else lines
+    errors: list[str] = []
+    products: list[int] = []
+    seen: list[str] = []
+    total_at: int | None = None
+    for position, line in enumerate(body):
+        animal = _ANIMAL_LINE.fullmatch(line)
+        total = _TOTAL_LINE.fullmatch(line)
+        if animal:
+            name, stated, count = animal["animal"], int(animal["stated"]), int(animal["count"])
+            left, right, product = int(animal["left"]), int(animal["right"]), int(animal["product"])
+            if name not in counts:
+                errors.append("invented_animal")
+            else:
+                if name in seen:
+                    errors.append("repeated_animal")
+                if stated != legs_of(name):
+                    errors.append("wrong_fact")
+                if count != counts[name]:
+                    errors.append("wrong_count")
+            if (left, right) != (count, stated):
+                errors.append("wrong_factor")
+            if product != left * right:
+                errors.append("arithmetic")
+            seen.append(name)
+            products.append(product)
+        elif total:
+            total_at = position if total_at is None else total_at
+            terms = [int(t) for t in total["terms"].split(" + ")]
+            if terms != products[: len(terms)] or len(terms) != len(products):
+                errors.append("total_terms")
+            if sum(terms) != int(total["sum"]):
+                errors.append("total_arithmetic")
+        else:
+            errors.append("unreadable_line")
+    if any(name not in seen for name in counts):
+        errors.append("missing_animal")
+    if total_at is None:
+        errors.append("no_total")
+    elif total_at < len(body) - 1:
+        errors.append("total_not_last")
+    if final is None:
+        errors.append("final_answer_missing")
+    elif final != str(problem.total):
+        errors.append("final_answer_wrong")
+    return list(dict.fromkeys(errors))
+
+
+def leg_trace_label(errors: list[str]) -> str:
+    """A checked trace's flaw label: "" (clean), model_wrong_answer or model_wrong_steps."""
+    if not errors:
+        return ""
+    if {"final_answer_missing", "final_answer_wrong"} & set(errors):
+        return "model_wrong_answer"
+    return "model_wrong_steps"

@@ -24,6 +24,7 @@ from ifexp.outputs import (
     DIGEST_KEY,
     HYDRA_DIR,
     METRICS,
+    REPLICATE_KEY,
     RUN_LOG,
     SAVED_CONFIG,
     SEED_KEY,
@@ -34,10 +35,12 @@ from ifexp.outputs import (
 from ifexp.schema import CANNOT_CHANGE_A_RESULT, IfexpError, PruningConfig, cannot_change_a_result
 from ifexp.selection.registry import STRATEGIES, option_names
 
-# Config values that never separate two jobs into different rows: the seed is the replicate a
-# row pools over; the rest cannot change a result (ifexp.schema).
+# Config values that never separate two jobs into different rows: the seed, and the data draw and
+# theta*'s seed that make a replicate (DESIGN.md: the unit of evidence), are what a row pools
+# over; the rest cannot change a result (ifexp.schema).
 SEED_CONFIG_KEY = "seed"
-EXCLUDED_FROM_GROUPING = (SEED_CONFIG_KEY, *CANNOT_CHANGE_A_RESULT)
+REPLICATE_CONFIG_KEYS = ("dataset.data_seed", "scorer_seed")
+EXCLUDED_FROM_GROUPING = (SEED_CONFIG_KEY, *REPLICATE_CONFIG_KEYS, *CANNOT_CHANGE_A_RESULT)
 # Values that name a strategy and its own options (as the strategies declare them): a row within a
 # section, not a section.
 STRATEGY_KEYS = ("pruning.strategy", *(f"pruning.{option}" for option in option_names()))
@@ -57,6 +60,8 @@ class Job:
     strategy: str
     seed: int
     metrics: dict[str, Any]
+    # its data draw and theta*'s seed (outputs.replicate_id); "" where the job did not record one
+    replicate: str = ""
 
 
 def _in_submitit(path: Path) -> bool:
@@ -90,7 +95,8 @@ def load_jobs(root: Path) -> list[Job]:
         metrics = json.loads(path.read_text())
         if STRATEGY_KEY in metrics:
             folder = str(path.parent.relative_to(root)) or "."
-            jobs.append(Job(folder, metrics[STRATEGY_KEY], metrics[SEED_KEY], metrics))
+            replicate = str(metrics.get(REPLICATE_KEY, ""))
+            jobs.append(Job(folder, metrics[STRATEGY_KEY], metrics[SEED_KEY], metrics, replicate))
     return jobs
 
 
@@ -122,7 +128,7 @@ def job_config(job_dir: Path, metrics: dict[str, Any]) -> tuple[dict[str, Any], 
 
 def excluded(key: str) -> bool:
     """Is this config value one of EXCLUDED_FROM_GROUPING?"""
-    return key == SEED_CONFIG_KEY or cannot_change_a_result(key)
+    return key in (SEED_CONFIG_KEY, *REPLICATE_CONFIG_KEYS) or cannot_change_a_result(key)
 
 
 def show(value: Any) -> str:

@@ -17,7 +17,7 @@ def number(value: float, signed: bool, digits: int = 3) -> str:
 def estimate_text(estimate: Estimate, signed: bool) -> str:
     """mean [95% interval], mean (min–max a, b) for a per-seed range, or the mean alone."""
     text = number(estimate.mean, signed)
-    if estimate.interval == "bootstrap":
+    if estimate.interval in ("t", "bootstrap"):
         text += f" [{number(estimate.low, signed)}, {number(estimate.high, signed)}]"
     elif estimate.interval == "range":
         text += f" (min–max {number(estimate.low, signed)}, {number(estimate.high, signed)})"
@@ -80,6 +80,9 @@ def per_seed_text(estimate: Estimate) -> str:
     if len(per_seed) > 1:
         text += f"; min–max over {len(per_seed)} seeds {number(min(per_seed.values()), True)}, "
         text += f"{number(max(per_seed.values()), True)}"
+    if estimate.per_replicate:
+        text += f"; mean over {len(estimate.per_replicate)} replicates {number(estimate.mean, True)}"
     if estimate.p_seeds is not None:
-        text += f"; {p_text(estimate.p_seeds, 2, name='p over seeds')}"
+        over = "p over replicates" if estimate.per_replicate else "p over seeds"
+        text += f"; {p_text(estimate.p_seeds, 2, name=over)}"
     return text + ")"

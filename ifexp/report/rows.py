@@ -12,7 +12,7 @@ import numpy as np
 
 from ifexp.outputs import benchmarks_of, delta_key, flaw_key, pass_key
 from ifexp.report.jobs import Cell, Job, arm_rates, group_jobs, show
-from ifexp.report.stats import Estimate, arm_estimate, paired_estimate, seed_estimate
+from ifexp.report.stats import Estimate, arm_estimate, over_replicates, paired_estimate, seed_estimate
 from ifexp.schema import IfexpError
 from ifexp.tasks import FAMILIES
 
@@ -82,6 +82,9 @@ def cell_estimates(root: Path, cell: Cell, bench: str) -> tuple[Estimate | None,
         else:
             per_seed = recorded_per_seed(cell, delta_key(bench))
             delta = seed_estimate(per_seed, paired=True) if per_seed else None
+    # the replicate is the unit of evidence (stats.over_replicates)
+    replicate_of = {job.seed: job.replicate for job in cell.jobs}
+    passes, delta = (over_replicates(e, replicate_of) if e is not None else None for e in (passes, delta))
     return passes, delta
 
 

@@ -1,12 +1,19 @@
 """The statistics behind the report: paired estimates over problems × seeds, their intervals and tests.
 
-What each interval is over (`paired_estimate`):
+The unit of evidence is a replicate (DESIGN.md "Evidence standards"): a fresh draw of the data, of
+theta* and of its sampled answers. Where a row's jobs span several replicates, its interval is a
+95% t-interval over the per-replicate means (`over_replicates`), and the bootstrap below stays
+beside it, labelled conditional on these selections. Where all its jobs share one replicate (seeds
+under one theta*: they vary Random's draw, tie-breaks and the pruned fine-tuning, not the
+selection's inputs), every interval is conditional on that one draw, and says so.
+
+What the bootstrap interval is over (`paired_estimate`):
 - Unit of comparison: a (problem, seed) pair; d = mean(correct of the strategy's model) −
   mean(correct of Random's model of the same size and seed) over that problem's samples. Both
   models are trained and evaluated on the same problems in the same job.
 - Interval: percentile bootstrap (10,000 resamples) of the mean of d, clustered by problem: a
   problem is the same problem in every seed, so problems are resampled with all their seeds.
-  Seeds are resampled too (independently: a two-way bootstrap, conservative) only where a row
+  Seeds are resampled too (independently: a two-way bootstrap) only where a row
   has at least MIN_SEEDS_RESAMPLED seeds; with fewer the seeds are held fixed and the interval
   is conditional on those training runs, and the report says so. With fewer than
   MIN_PROBLEMS_FOR_INTERVAL problems (or without per-problem generations) no interval is
@@ -111,13 +118,16 @@ class Estimate:
     per_seed: dict[int, float]
     low: float | None = None  # 95% interval, or the per-seed range when interval == "range"
     high: float | None = None
-    interval: str = "none"  # "bootstrap" | "range" | "none"
+    interval: str = "none"  # "t" (over replicates) | "bootstrap" | "range" | "none"
     basis: str = ""  # what the brackets are over, in words
     p: float | None = None
     p_basis: str = ""
     n_nonzero: int | None = None  # problems whose Δ (averaged over seeds) is not 0: what p is decided by
     p_seeds: float | None = None
     n_problems: int = 0
+    # seed -> replicate (outputs.replicate_id); the per-replicate means where there are several
+    replicate_of: dict[int, str] | None = None
+    per_replicate: dict[str, float] | None = None
 
 
 def _seeds_text(n: int) -> str:
@@ -234,4 +244,52 @@ def seed_estimate(per_seed: dict[int, float], paired: bool) -> Estimate:
             estimate.p_seeds = sign_flip_p_value(values)
     else:
         estimate.basis = "no interval: 1 seed, no per-problem generations"
+    return estimate
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """95% Student-t interval of the mean of independent values (at least 2)."""
+    from scipy.stats import t
+
+    data = np.asarray(values, dtype=np.float64)
+    half = float(t.ppf(0.975, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data)))
+    return float(data.mean()) - half, float(data.mean()) + half
+
+
+ONE_DRAW = (
+    "one draw of the data and theta* (every seed shares the selection's inputs): conditional on that "
+    "one selection, not evidence across replicates"
+)
+
+
+def over_replicates(estimate: Estimate, replicate_of: dict[int, str]) -> Estimate:
+    """The estimate with its replicates as the unit: with 2 or more, the mean and 95% t-interval of
+    the per-replicate means (each the mean over its seeds), the earlier interval kept in the basis
+    as conditional on these selections and the test over problems as descriptive; with one, the
+    same estimate labelled conditional on that one draw."""
+    replicates = {seed: replicate_of.get(seed, "") for seed in estimate.per_seed}
+    names = list(dict.fromkeys(replicates.values()))
+    estimate.replicate_of = replicates
+    if len(names) < 2:
+        if len(estimate.per_seed) > 1:
+            estimate.basis += f"; {ONE_DRAW}"
+        return estimate
+    per_replicate = {
+        name: float(np.mean([v for seed, v in estimate.per_seed.items() if replicates[seed] == name])) for name in names
+    }
+    conditional = estimate.basis
+    if estimate.interval in ("bootstrap", "range"):
+        conditional = f"{conditional}, [{estimate.low:+.3f}, {estimate.high:+.3f}]"
+    estimate.per_replicate = per_replicate
+    estimate.mean = float(np.mean(list(per_replicate.values())))
+    estimate.low, estimate.high = t_interval(list(per_replicate.values()))
+    estimate.interval = "t"
+    estimate.basis = (
+        f"95% t-interval over {len(names)} replicates (each a fresh draw of the data, of theta* and of its "
+        f"answers; the mean of each replicate's seeds); secondary, conditional on these selections: {conditional}"
+    )
+    if estimate.p is not None:
+        estimate.p_basis = f"descriptive, the training runs held fixed: {estimate.p_basis}"
+    if estimate.p_seeds is not None:
+        estimate.p_seeds = sign_flip_p_value(list(per_replicate.values()))
     return estimate

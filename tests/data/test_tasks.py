@@ -208,3 +208,29 @@ def test_dataset_leg_counting_composes_and_its_test_split_is_the_in_domain_bench
     assert [(p.id, p.question, p.answer) for p in benchmarks["leg_counting"]] == [
         (e.id, e.question, e.answer) for e in splits["test"]
     ]
+
+
+def test_the_step_checker_finds_every_injected_flaw_in_its_family_and_nothing_in_clean_traces():
+    import random
+
+    from ifexp.tasks import (
+        LEG_COUNTING_FLAWS,
+        clean_trace,
+        flawed_trace,
+        leg_counting_problems,
+        leg_trace_errors,
+        leg_trace_label,
+    )
+
+    problems = leg_counting_problems(30, seed=3)
+    assert all(leg_trace_errors(p, clean_trace(p)) == [] for p in problems)
+    family_label = {"answer_visible": "model_wrong_answer", "answer_preserving": "model_wrong_steps"}
+    rng = random.Random(0)
+    for kind, family in LEG_COUNTING_FLAWS.items():
+        traces = [(p, flawed_trace(p, kind, rng)) for p in problems]
+        labels = {leg_trace_label(leg_trace_errors(p, t)) for p, t in traces if t is not None}
+        assert labels == {family_label[family]}, kind
+    # a model's own words: an unreadable line is a wrong step, a right answer after it still right
+    p = problems[0]
+    rambling = clean_trace(p).replace("\n", "\nLet me think.\n", 1)
+    assert leg_trace_errors(p, rambling) == ["unreadable_line"]

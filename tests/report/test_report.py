@@ -434,3 +434,42 @@ def test_a_job_that_recorded_its_digest_before_engine_reuse_joined_the_list_is_r
     pruned, random = known_outcomes(0)
     write_job(tmp_path / "job", config, pruned, random, metrics={"config_digest": earlier})
     assert "| combined | 1 |" in write_report(tmp_path).read_text()
+
+
+# Five replicates (a fresh data draw and theta* each): the strategy's model solves `extra[r]` more of
+# 24 problems than Random's in replicate r, so the per-replicate Δ are extra[r] / 24.
+REPLICATE_EXTRA = [2, 5, 1, 4, 3]
+
+
+def write_replicates(root, extra=REPLICATE_EXTRA, shared=False):
+    """One combined job per replicate r (seed r; data_seed and scorer_seed r, or 0 for all when shared)."""
+    for r, wins in enumerate(extra):
+        draw = 0 if shared else r
+        config = job_config(seed=r, **{"dataset.data_seed": draw, "scorer_seed": draw})
+        random = {f"r{draw}-p{i}": [i < 6] for i in range(24)}
+        pruned = {f"r{draw}-p{i}": [i < 6 + wins] for i in range(24)}
+        replicate = {"replicate": f"data_seed={draw},scorer_seed={draw}"}
+        write_job(root / f"combined-{r}", config, pruned, random, metrics=replicate)
+
+
+def test_replicates_are_the_unit_a_t_interval_over_them_with_the_bootstrap_conditional(tmp_path):
+    from scipy.stats import t
+
+    write_replicates(tmp_path)
+    report = write_report(tmp_path).read_text()
+    per_replicate = np.array(REPLICATE_EXTRA) / 24
+    half = t.ppf(0.975, 4) * per_replicate.std(ddof=1) / np.sqrt(5)
+    mean = per_replicate.mean()
+    assert f"| combined | {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]" in report
+    assert "95% t-interval over 5 replicates (each a fresh draw of the data, of theta* and of its answers" in report
+    assert "secondary, conditional on these selections: 95% paired bootstrap over 120 problems" in report
+    assert "p: descriptive, the training runs held fixed" in report
+    assert "p over replicates=0.06" in report  # 5 replicates, all Δ > 0: the smallest possible, 2/2^5
+    assert "conservative" not in report
+
+
+def test_seeds_under_one_replicate_say_their_interval_is_conditional_on_one_draw(tmp_path):
+    write_replicates(tmp_path, shared=True)
+    report = write_report(tmp_path).read_text()
+    assert "t-interval" not in report
+    assert "one draw of the data and theta* (every seed shares the selection's inputs)" in report
