@@ -93,7 +93,7 @@ def test_finetuning_is_the_same_with_and_without_checkpointing(
         cfg = TrainConfig(max_steps=3, batch_size=8, lr=1e-2, lora_r=4, gradient_checkpointing=setting)
         runs[setting] = finetune(tiny_model, small_splits["train"], model_cfg, cfg, seed=1, out_dir=tmp_path / setting)
         # every decoder layer of every step ran under checkpoint with "always", none with "never"
-        assert len(checkpointed_calls) == (0 if setting == "never" else 3 * model_cfg.num_layers)
+        assert len(checkpointed_calls) == (0 if setting == "never" else 3 * model_cfg.tiny.num_layers)
     assert (runs["never"]["gradient_checkpointing"], runs["always"]["gradient_checkpointing"]) == (False, True)
     np.testing.assert_allclose(runs["always"]["losses"], runs["never"]["losses"], rtol=1e-6, atol=0)
     plain, recomputed = (load_file(str(tmp_path / s / "weights" / "adapter_model.safetensors")) for s in runs)
