@@ -254,7 +254,7 @@ def scale_run(spec: dict, results) -> None:
         def timed_phase(name, function):
             def run(*args, **kwargs):
                 took, result = timed(function, *args, **kwargs)
-                phases[name] = round(took, 2)
+                phases[name] = round(took, 4)  # a small test run takes milliseconds
                 return result
 
             return run
