@@ -204,36 +204,20 @@ class Memory(Benchmark):
         base = prepare_model(model_cfg, self.cache_dir)
         runs: dict = {}
         timing: dict = {}
+        common = {"base": base, "model_cfg": model_cfg, "estimator": est, "prompt_tokens": self.prompt_tokens}
+        common["dtype"] = self.dtype
         for length in self.lengths:
             for setting in self.checkpointing:
                 for kind in ("train", "features"):
-                    spec = dict(
-                        base=base,
-                        model_cfg=model_cfg,
-                        estimator=est,
-                        length=length,
-                        checkpointing=setting,
-                        kind=kind,
-                        steps=self.steps,
-                        prompt_tokens=self.prompt_tokens,
-                        rss_limit_gb=self.rss_limit_gb,
-                        dtype=self.dtype,
-                    )
+                    spec = {**common, "length": length, "checkpointing": setting, "kind": kind}
+                    spec.update(steps=self.steps, rss_limit_gb=self.rss_limit_gb)
                     result = in_own_process(measure, spec)
                     if result.get("error", "").endswith(f"(exit code {OVER_LIMIT_EXIT})"):
                         result = {"error": f"over --rss-limit-gb {self.rss_limit_gb}: stopped", "peak_rss_mb": None}
                     runs.setdefault(str(length), {}).setdefault(setting, {})[kind] = result
                     print(f"memory: {length} tokens, checkpointing {setting}, {kind}: {result}", flush=True)
         if self.overhead_length:
-            spec = dict(
-                base=base,
-                model_cfg=model_cfg,
-                estimator=est,
-                length=self.overhead_length,
-                prompt_tokens=self.prompt_tokens,
-                repeats=self.overhead_repeats,
-                dtype=self.dtype,
-            )
+            spec = {**common, "length": self.overhead_length, "repeats": self.overhead_repeats}
             timing = in_own_process(overhead, spec)
             print(f"memory: checkpointing's cost at {self.overhead_length} tokens: {timing}", flush=True)
         return {

@@ -100,7 +100,7 @@ def test_tokenizer_without_chat_template(tmp_path, tiny_model):
     config = json.loads((plain / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (plain / "tokenizer_config.json").write_text(json.dumps(config))
-    error = fails_with_one_line(tmp_path, "model.source=hub", f"model.hf_id={plain}")
+    error = fails_with_one_line(tmp_path, "model.source=hub", "model.tiny=null", f"model.hf_id={plain}")
     assert error == f"tokenizer at {plain} has no chat template: set one or use a chat/instruct model"
 
 
