@@ -98,11 +98,14 @@ def test_an_import_a_stage_gains_and_an_edit_anywhere_in_its_closure_change_its_
     before = stage_versions(tree)
     closures = {name: set(version["code"]) for name, version in before.items()}
 
-    # a module every stage starts to import: in every key, no list edited
+    # a module every stage starts to import, half of them inside a function (run only when the
+    # build runs): in every key, no list edited
     (tree / "ifexp" / "probe_added.py").write_text("VALUE = 1\n")
-    for module in STAGE_MODULES:
+    for index, module in enumerate(STAGE_MODULES):
         path = tree / Path(*module.split(".")).with_suffix(".py")
-        path.write_text(path.read_text() + "\nimport ifexp.probe_added  # noqa\n")
+        statement = "import ifexp.probe_added  # noqa\n"
+        added = statement if index % 2 else f"def _probe():\n    {statement}"
+        path.write_text(path.read_text() + "\n" + added)
     gained = stage_versions(tree)
     assert all("ifexp.probe_added" in version["code"] for version in gained.values())
 
