@@ -72,10 +72,11 @@ def _import_nodes(tree: ast.AST):
         stack.extend(ast.iter_child_nodes(node))
 
 
-def _absolute(module: str, node: ast.ImportFrom) -> str:
+def _absolute(module: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute name a `from ... import` in `module` (its source file: `path`) imports from."""
     if not node.level:
         return node.module or ""
-    package = module if module_file(module).name == "__init__.py" else module.rpartition(".")[0]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for _ in range(node.level - 1):
         package = package.rpartition(".")[0]
     return f"{package}.{node.module}" if node.module else package
@@ -93,7 +94,7 @@ def direct_imports(module: str) -> tuple[frozenset[str], frozenset[str]]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         else:
-            source = _absolute(module, node)
+            source = _absolute(module, path, node)
             names = [source]
             # `from ifexp.influence import features` imports the submodule when there is one
             names += [f"{source}.{alias.name}" for alias in node.names if module_file_or_none(f"{source}.{alias.name}")]
@@ -310,17 +311,11 @@ def plugin_code_version(module: str) -> dict[str, Any]:
             external.add(name.split(".")[0])
             continue
         code[name] = tree_digest(path)
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in _import_nodes(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 todo.extend(n for alias in node.names for n in _with_packages(alias.name))
                 continue
-            source = node.module or ""
-            if node.level:
-                base = package
-                for _ in range(node.level - 1):
-                    base = base.rpartition(".")[0]
-                source = f"{base}.{source}" if source else base
+            source = _absolute(name, path, node)
             todo.extend(_with_packages(source))
             # `from pkg import sub` imports the submodule when there is one of the user's
             todo.extend(f"{source}.{a.name}" for a in node.names if user_module_file(f"{source}.{a.name}"))
