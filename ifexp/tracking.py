@@ -66,8 +66,6 @@ class Tracker:
             return
         import csv
 
-        import wandb
-
         with Path(csv_path).open(newline="") as handle:
             rows = list(csv.reader(handle))
 
@@ -77,7 +75,7 @@ class Tracker:
             except ValueError:
                 return text
 
-        self.run.log({name: wandb.Table(columns=rows[0], data=[[cell(c) for c in row] for row in rows[1:]])})
+        self.rows_table(name, rows[0], [[cell(c) for c in row] for row in rows[1:]])
 
     def rows_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         """Rows as a W&B Table (offline: files/media/table/<name>_*.table.json in the run's folder)."""
