@@ -248,7 +248,6 @@ def _job(cfg: DictConfig) -> float | None:
     from ifexp.job_identity import claim_run_dir
     from ifexp.pipeline import run_job
     from ifexp.plugins import load_plugins
-    from ifexp.threads import pin_threads
     from ifexp.tracking import Tracker
     from ifexp.validation import validate
 
@@ -268,8 +267,6 @@ def _job(cfg: DictConfig) -> float | None:
         config = OmegaConf.to_container(cfg, resolve=True)
         # W&B: the sweep's runs side by side (group), told apart by strategy (job_type)
         tracker = Tracker(job.logger, run_dir, config, run_dir.name, group, job_type=job.pruning.strategy)
-        # every stage under the same MKL threading, whether or not a perplexity pass ran before it (ifexp.threads)
-        pin_threads()
         metrics = run_job(job, run_dir, tracker, config_digest=digest)
     except (IfexpError, OmegaConfBaseException) as error:
         # user errors (an OmegaConf one: a missing mandatory value, say): one line, no traceback

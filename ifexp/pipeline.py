@@ -49,6 +49,7 @@ from ifexp.stages.scores import build_scores, read_scores
 from ifexp.stages.self_influence import build_self_influence, read_self_influence
 from ifexp.stages.sft import build_sft
 from ifexp.stages.theta_loss import build_theta_loss, read_theta_loss
+from ifexp.threads import pin_threads
 from ifexp.validation import validate
 
 log = logging.getLogger(__name__)
@@ -354,6 +355,9 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
     config the run dir's results came from."""
     load_plugins(cfg.plugins)
     validate(cfg)
+    # every stage under the same MKL threading, whether or not a perplexity pass ran before it in
+    # this process (ifexp.threads): for the CLI's jobs and for jobs run in-process alike
+    pin_threads()
     run_dir.mkdir(parents=True, exist_ok=True)
     job = Job(cfg, Path(cfg.paths.cache_dir).resolve())
     job.metrics.update(
