@@ -53,7 +53,7 @@ def row_name(summary: Summary, row: dict[str, Any], leave_out: tuple[str, ...] =
 
 def interval(estimate: Estimate) -> tuple[float, float, float]:
     """(mean, low, high) of an estimate; low and high NaN where it has no interval."""
-    if estimate.interval in ("bootstrap", "range"):
+    if estimate.has_bounds:
         return estimate.mean, estimate.low, estimate.high
     return estimate.mean, math.nan, math.nan
 
@@ -63,7 +63,7 @@ def interval_caption(entries: list[tuple[str, str, Estimate]], what: str) -> lis
     which rows' they are. entries: (row name, benchmark, its estimate)."""
     by_bench: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for name, bench, estimate in entries:
-        drawn = estimate.interval in ("bootstrap", "range")
+        drawn = estimate.has_bounds
         text = f"{what}: {estimate.basis}" if drawn else f"{what}: none ({estimate.basis})"
         if name not in by_bench[bench][text]:
             by_bench[bench][text].append(name)

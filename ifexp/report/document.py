@@ -81,9 +81,12 @@ def rows_in(summary: Summary, section: tuple) -> list[dict[str, Any]]:
 def introduction(root: Path, jobs: list[Job], summary: Summary) -> list[str]:
     """The title, which jobs were read and how they were grouped, and what Δ and its brackets are."""
     differing = summary.section_keys + ["pruning.strategy"] + summary.row_keys
-    any_bootstrap = any(
-        e.interval == "bootstrap" for row in summary.rows for kind in ("pass", "delta") for e in row[kind].values()
-    )
+    kinds = {e.interval for row in summary.rows for kind in ("pass", "delta") for e in row[kind].values()}
+    brackets = {
+        frozenset({"t"}): "`[a, b]` is a 95% t-interval over replicates, ",
+        frozenset({"bootstrap"}): "`[a, b]` is a 95% bootstrap interval, ",
+        frozenset({"t", "bootstrap"}): "`[a, b]` is a 95% interval (a t-interval over replicates or a bootstrap), ",
+    }.get(frozenset(kinds & {"t", "bootstrap"}), "")
     excluded_text = ", ".join(f"`{e}*`" if e.endswith(".") else f"`{e}`" for e in EXCLUDED_FROM_GROUPING)
     # what every job shares, of what describes it (the strategy and the seed make rows)
     common = {
@@ -106,7 +109,7 @@ def introduction(root: Path, jobs: list[Job], summary: Summary) -> list[str]:
         "Δ = pass@1(strategy) − pass@1(Random pruning of the same size and seed, trained and evaluated in the "
         "same job), paired per benchmark problem and seed: d = mean(correct, strategy) − mean(correct, Random) "
         "over the problem's samples; mean Δ is the mean of d over problems × seeds. "
-        + ("`[a, b]` is a 95% bootstrap interval, " if any_bootstrap else "")
+        + brackets
         + "`(min–max a, b)` is only the range of the per-seed values (not a confidence interval); what each "
         "bracket is over, and the test behind p, is listed under each table. "
         "The per-seed values are in the last table of each section.",

@@ -129,6 +129,11 @@ class Estimate:
     replicate_of: dict[int, str] | None = None
     per_replicate: dict[str, float] | None = None
 
+    @property
+    def has_bounds(self) -> bool:
+        """low and high are set: a 95% interval (over replicates, or the bootstrap) or the per-seed range."""
+        return self.interval in ("t", "bootstrap", "range")
+
 
 def _seeds_text(n: int) -> str:
     return f"{n} seed" + ("" if n == 1 else "s")

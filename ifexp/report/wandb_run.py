@@ -73,7 +73,7 @@ def table_rows(summary: Summary) -> list[list[Any]]:
         cell = row["cell"]
         for bench, delta in sorted(row["delta"].items()):
             passes = row["pass"].get(bench)
-            drawn = delta.interval in ("bootstrap", "range")
+            drawn = delta.has_bounds
             rows.append(
                 [
                     cell.label,

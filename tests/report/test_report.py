@@ -466,6 +466,16 @@ def test_replicates_are_the_unit_a_t_interval_over_them_with_the_bootstrap_condi
     assert "p: descriptive, the training runs held fixed" in report
     assert "p over replicates=0.06" in report  # 5 replicates, all Δ > 0: the smallest possible, 2/2^5
     assert "conservative" not in report
+    # the brackets, the figure's whiskers and the W&B table are the t-interval's too
+    assert "`[a, b]` is a 95% t-interval over replicates, " in report
+    assert "whiskers: 95% t-interval over 5 replicates" in report
+    from ifexp.report.jobs import load_jobs
+    from ifexp.report.rows import summarise
+    from ifexp.report.wandb_run import COLUMNS, table_rows
+
+    (row,) = table_rows(summarise(load_jobs(tmp_path), tmp_path))
+    low, high = row[COLUMNS.index("low")], row[COLUMNS.index("high")]
+    assert (round(low, 3), round(high, 3)) == (round(mean - half, 3), round(mean + half, 3))
 
 
 def test_seeds_under_one_replicate_say_their_interval_is_conditional_on_one_draw(tmp_path):
