@@ -25,13 +25,11 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from ifexp.cli import compose_job
 from ifexp.examples import Example, Problem
 from ifexp.models import Checkpoint
 from ifexp.schema import QueryConfig
-from ifexp.selection.lexical import lexical_ceiling
+from ifexp.selection.lexical import lexical_ceilings
 from ifexp.stages.base_model import prepare_model
 from ifexp.stages.eval import evaluate, read_generations
 from ifexp.stages.sft import build_sft
@@ -93,6 +91,7 @@ def main() -> None:
 
     labels = Counter(row["flaw"] or "clean" for row in rows)
     texts = [row["cot"] for row in rows]
+    ceilings = lexical_ceilings(texts, [row["flaw"] for row in rows])
     summary = {
         "writer": {
             "epochs": args.writer_epochs,
@@ -107,11 +106,9 @@ def main() -> None:
             label: dict(Counter(e for row in rows if row["flaw"] == label for e in row["errors"]).most_common())
             for label in ("model_wrong_answer", "model_wrong_steps")
         },
+        # each label against the clean traces (the ceilings a job records, ifexp.selection.lexical)
         "lexical_ceiling": {
-            label: lexical_ceiling(
-                [t for t, row in zip(texts, rows, strict=True) if row["flaw"] in (label, "")],
-                np.array([row["flaw"] == label for row in rows if row["flaw"] in (label, "")]),
-            )
+            label: ceilings[f"flaw/lexical_ceiling/{label}"]
             for label in ("model_wrong_answer", "model_wrong_steps")
             if labels[label] >= 2
         },
