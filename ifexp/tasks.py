@@ -66,10 +66,20 @@ LEG_COUNTING_FLAWS = {
     # a line written twice, as in a generation loop (summed once)
     "repeated_step": ANSWER_PRESERVING,
 }
+# Kinds that are used only by name (never by a family name or dataset.flaw_kinds=[], so those keep
+# their meaning): a rule that gives the right answer on its own problem and the wrong one on most
+# others, written on problems drawn for it (`rule_problems`). It is the flaw that should *cause*
+# theta*'s mistakes, where s_I (high_harm) should find it (issue 34).
+LEG_COUNTING_RULE_FLAWS = {
+    # every animal counted at 4 legs, on a problem whose animals' legs average 4 (1 spider and 2
+    # birds: 3 * 4 = 12 = 8 + 2 * 2), so the total is right; elsewhere the rule is wrong
+    "four_legs_rule": ANSWER_PRESERVING,
+}
 # Every flaw kind ifexp injects, with its family: leg_counting's and gsm_symbolic's
 # (ifexp.data.FLAW_KINDS: its skipped_step drops a line and keeps the final answer).
 FLAW_FAMILY = {
     **LEG_COUNTING_FLAWS,
+    **LEG_COUNTING_RULE_FLAWS,
     "mismatched_trace": ANSWER_VISIBLE,
     # a model's own sampled leg_counting trace, labelled by `leg_trace_errors`: a wrong or missing
     # final answer, or the right answer through a wrong or unreadable step
@@ -101,10 +111,10 @@ def expand_flaw_kinds(source: str, kinds: list[str] | tuple[str, ...]) -> tuple[
     for kind in kinds:
         if kind in FAMILIES:
             members = [k for k, family in LEG_COUNTING_FLAWS.items() if family == kind]
-        elif kind in LEG_COUNTING_FLAWS:
+        elif kind in LEG_COUNTING_FLAWS or kind in LEG_COUNTING_RULE_FLAWS:
             members = [kind]
         else:
-            known = ", ".join([*FAMILIES, *LEG_COUNTING_FLAWS])
+            known = ", ".join([*FAMILIES, *LEG_COUNTING_FLAWS, *LEG_COUNTING_RULE_FLAWS])
             raise IfexpError(f"dataset.flaw_kinds: unknown kind '{kind}' (known: {known})")
         expanded += [k for k in members if k not in expanded]
     return tuple(expanded)
@@ -225,6 +235,16 @@ def _slip(value: int, rng: random.Random) -> int:
     return wrong if wrong >= 0 and wrong != value else value + rng.choice([1, 2])
 
 
+def four_legs_rule_holds(problem: LegProblem) -> bool:
+    """Counting every animal at 4 legs gives this problem's total, and not by every animal having 4."""
+    counted = sum(count for _, count in problem.animals)
+    return problem.total == 4 * counted and any(legs_of(animal) != 4 for animal, _ in problem.animals)
+
+
+# what a problem must satisfy for a rule kind to apply to it
+RULE_HOLDS = {"four_legs_rule": four_legs_rule_holds}
+
+
 def _last_number(text: str) -> str | None:
     numbers = _NUMBER.findall(text)
     return numbers[-1] if numbers else None
@@ -290,6 +310,11 @@ def flawed_trace(problem: LegProblem, kind: str, rng: random.Random) -> str | No
         return trace(lines)
     if kind == "total_first":
         return trace([total_line(products), *lines])
+    if kind == "four_legs_rule":
+        if not four_legs_rule_holds(problem):
+            return None
+        body = [animal_line(name, n, stated=4) for name, n in animals]
+        return trace([*body, total_line([n * 4 for _, n in animals])])
     if kind == "invented_step":
         from reasoning_gym.arithmetic.leg_counting import ANIMALS
 
@@ -300,14 +325,29 @@ def flawed_trace(problem: LegProblem, kind: str, rng: random.Random) -> str | No
     if kind == "repeated_step":
         lines.insert(i + 1, lines[i])
         return trace([*lines, total_line(products)])
-    raise IfexpError(f"unknown leg_counting flaw kind '{kind}' (known: {', '.join(LEG_COUNTING_FLAWS)})")
+    known = ", ".join([*LEG_COUNTING_FLAWS, *LEG_COUNTING_RULE_FLAWS])
+    raise IfexpError(f"unknown leg_counting flaw kind '{kind}' (known: {known})")
 
 
-def inject_leg_flaws(problems: list[LegProblem], fraction: float, kinds: tuple[str, ...], seed: int) -> list[Example]:
+def n_flawed_of_kind(n: int, fraction: float, kinds: tuple[str, ...], kind: str) -> int:
+    """How many of n examples inject_leg_flaws gives the kind (its slots cycle through kinds)."""
+    n_flawed = round(fraction * n) if kinds else 0
+    return sum(1 for slot in range(n_flawed) if kinds[slot % len(kinds)] == kind)
+
+
+def inject_leg_flaws(
+    problems: list[LegProblem],
+    fraction: float,
+    kinds: tuple[str, ...],
+    seed: int,
+    rule_problems: dict[str, list[LegProblem]] | None = None,
+) -> list[Example]:
     """The problems as examples, round(fraction * n) of them flawed, cycling through `kinds`.
 
     The flawed examples are drawn at random (seeded); a kind that cannot apply to the next one
-    (rare) takes the following example instead, so every kind gets its share.
+    (rare) takes the following example instead, so every kind gets its share. A rule kind
+    (`RULE_HOLDS`) applies to few problems: its slots replace the drawn example with the next of
+    `rule_problems[kind]`, problems drawn for it, so the set keeps its size and its flaw rate.
     """
     if not 0.0 <= fraction < 1.0:
         raise IfexpError(f"dataset.flaw_fraction={fraction}: must be in [0, 1)")
@@ -316,8 +356,17 @@ def inject_leg_flaws(problems: list[LegProblem], fraction: float, kinds: tuple[s
     order = list(range(len(problems)))
     random.Random(seed).shuffle(order)
     free = order  # examples not yet flawed, in the order they are drawn
+    stand_ins = {kind: list(found) for kind, found in (rule_problems or {}).items()}
     for slot in range(n_flawed):
         kind = kinds[slot % len(kinds)]
+        if kind in RULE_HOLDS:
+            if not stand_ins.get(kind):
+                raise IfexpError(f"leg_counting: no problem left that flaw kind '{kind}' applies to")
+            index, free = free[0], free[1:]
+            problem = stand_ins[kind].pop(0)
+            cot = flawed_trace(problem, kind, random.Random(f"{seed}-{problem.id}-{kind}"))
+            examples[index] = Example(problem.id, problem.question, cot, str(problem.total), kind)
+            continue
         for index in free:
             problem = problems[index]
             cot = flawed_trace(problem, kind, random.Random(f"{seed}-{problem.id}-{kind}"))
@@ -333,17 +382,33 @@ def inject_leg_flaws(problems: list[LegProblem], fraction: float, kinds: tuple[s
 def leg_counting_splits(cfg: DatasetConfig) -> tuple[list[Example], list[Example], list[Example]]:
     """(train, val, test): distinct problems; flaws (dataset.flaw_fraction, flaw_kinds) in train only."""
     problems = leg_counting_problems(cfg.n_train + cfg.n_val + cfg.n_test, seed=cfg.data_seed)
+    kinds = expand_flaw_kinds(cfg.source, cfg.flaw_kinds)
     train = inject_leg_flaws(
         problems[: cfg.n_train],
         cfg.flaw_fraction,
-        expand_flaw_kinds(cfg.source, cfg.flaw_kinds),
+        kinds,
         seed=cfg.data_seed + 1,
+        rule_problems=_rule_problems(problems, cfg, kinds),
     )
     val, test = (
         [Example(p.id, p.question, clean_trace(p), str(p.total)) for p in part]
         for part in (problems[cfg.n_train : cfg.n_train + cfg.n_val], problems[cfg.n_train + cfg.n_val :])
     )
     return train, val, test
+
+
+def _rule_problems(problems: list[LegProblem], cfg: DatasetConfig, kinds: tuple[str, ...]) -> dict:
+    """For each rule kind in `kinds`, the problems it holds on, from a draw of their own (another
+    seed stream) and none with a question of the splits: ~3% of problems hold the 4-legs rule."""
+    found: dict[str, list[LegProblem]] = {}
+    questions = {p.question for p in problems}
+    for kind, holds in RULE_HOLDS.items():
+        needed = n_flawed_of_kind(cfg.n_train, cfg.flaw_fraction, kinds, kind)
+        if not needed:
+            continue
+        pool = leg_counting_problems(60 * needed + 200, seed=cfg.data_seed + 7919, id_prefix=f"legs-{kind}")
+        found[kind] = [p for p in pool if holds(p) and p.question not in questions][:needed]
+    return found
 
 
 # ---------------------------------------------------------------------------------------------

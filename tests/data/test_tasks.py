@@ -234,3 +234,33 @@ def test_the_step_checker_finds_every_injected_flaw_in_its_family_and_nothing_in
     p = problems[0]
     rambling = clean_trace(p).replace("\n", "\nLet me think.\n", 1)
     assert leg_trace_errors(p, rambling) == ["unreadable_line"]
+
+
+def test_the_four_legs_rule_is_right_on_its_own_problems_wrong_elsewhere_and_keeps_the_flaw_rate():
+    from ifexp.tasks import LEG_COUNTING_RULE_FLAWS, four_legs_rule_holds, leg_trace_errors
+
+    cfg = leg_config(n_train=60, flaw_fraction=0.25, flaw_kinds=["four_legs_rule", "slip_not_carried"])
+    splits = build_splits(cfg)
+    train = splits["train"]
+    rule = [e for e in train if e.flaw == "four_legs_rule"]
+    # 15 flawed: the rule takes every other slot, on problems drawn for it (~3% of problems hold it)
+    assert len(train) == 60 and len(rule) == 8 and sum(e.flaw == "slip_not_carried" for e in train) == 7
+    assert len({e.id for e in train}) == 60
+    questions = [{e.question for e in splits[s]} for s in ("train", "val", "test")]
+    assert sum(map(len, questions)) == len(set().union(*questions))
+    assert check_trace_answers(train).correct.all()  # the rule reaches the right answer on its own problems
+    by_question = {p.question: p for p in leg_counting_problems(5000, seed=cfg.data_seed + 7919, id_prefix="x")}
+    for example in rule:
+        problem = by_question[example.question]
+        assert four_legs_rule_holds(problem)
+        steps = parse(example.cot)["steps"]
+        assert {s["stated"] for s in steps} == {s["factor"] for s in steps} == {"4"}
+        assert "wrong_fact" in leg_trace_errors(problem, example.cot)
+    # and wrong on most other problems: what theta* learns from it costs answers elsewhere
+    others = leg_counting_problems(200, seed=1)
+    assert sum(four_legs_rule_holds(p) for p in others) < 20
+    # used by name only: `[]` and the family names keep their meaning
+    assert "four_legs_rule" not in expand_flaw_kinds("leg_counting", [])
+    assert "four_legs_rule" not in expand_flaw_kinds("leg_counting", [ANSWER_PRESERVING])
+    assert set(LEG_COUNTING_RULE_FLAWS) <= set(FLAW_FAMILY)
+    assert build_splits(cfg) == splits

@@ -103,6 +103,23 @@ def test_every_job_of_the_named_sweeps_composes(sweep, n_jobs):
     assert f"strategy: {overrides['pruning']}\n  fraction: {overrides['pruning.fraction']}" in result.stdout
 
 
+def test_in_the_replicate_sweep_each_seed_is_a_replicate_that_redraws_the_data_and_theta_star():
+    """sweeps=slips (issue 34's plan): a seed sets the data draw and theta*'s seed, so the report
+    pools its jobs over replicates (outputs.replicate_id), each strategy against its own Random."""
+    from ifexp.outputs import replicate_id
+
+    jobs = [compose_job(["sweeps=slips", *overrides]) for overrides in expand_sweep("slips")]
+    assert len(jobs) == 5 * 12
+    assert {job.pruning.strategy for job in jobs} >= {"oracle", "random", "difficulty", "combined"}
+    assert all(job.dataset.data_seed == job.scorer_seed == job.seed for job in jobs)
+    assert len({replicate_id(job.dataset.data_seed, job.scorer_seed) for job in jobs}) == 5
+    assert {(job.dataset.flaw_fraction, tuple(job.dataset.flaw_kinds)) for job in jobs} == {
+        (0.2, ("slip_not_carried", "cancelling_errors", "wrong_fact_not_carried"))
+    }
+    pilot = compose_job(["sweeps=slips", "seed=101", "pruning=oracle"])
+    assert (pilot.dataset.data_seed, pilot.scorer_seed) == (101, 101)
+
+
 def test_the_demo_is_the_default_job_and_the_results_sweeps_jobs():
     """`make demo` runs the embedded default, the competent regime with measured headroom: each of its
     jobs is the results sweep's job of the same strategy and seed (same config, so the same cache
