@@ -50,6 +50,7 @@ from ifexp.stages.self_influence import build_self_influence, read_self_influenc
 from ifexp.stages.sft import build_sft
 from ifexp.stages.theta_loss import build_theta_loss, read_theta_loss
 from ifexp.threads import pin_threads
+from ifexp.trace_check import rule_carried_metrics
 from ifexp.validation import validate
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ def influence_step(scorer: Scorer) -> dict[str, Any]:
         query_sets = answer_validation_questions(cfg, job.cache_dir, scorer.theta_star, scorer.cfg, scorer.data.val)
     job.artifacts["queries"] = query_sets.artifact
     job.metrics.update(query_sets.metrics)
+    answers = [query.cot for query in query_sets.queries]
+    job.metrics.update(rule_carried_metrics(cfg.dataset, answers, query_sets.correct.tolist()))
     with job.timed("features"):
         query_store = build_features(
             job.cache_dir,

@@ -6,7 +6,7 @@
 A writer model (the embedded SmolLM2-135M, LoRA fine-tuned on `--n-writer` clean leg_counting
 traces for `--writer-epochs`: weaker than θ*, so that it errs) samples `--samples` traces for each
 of `--n-problems` other leg_counting questions at `--temperature`. Each trace is checked line by
-line (`tasks.leg_trace_errors`: facts, factors, products, the animals named, the total's terms and
+line (`trace_check.leg_trace_errors`: facts, factors, products, the animals named, the total's terms and
 sum, the final answer) and labelled clean, `model_wrong_answer` (answer-visible) or
 `model_wrong_steps` (the right answer through a wrong or unreadable step: answer-preserving).
 Prints how often each happens, which step errors make them up, and the lexical ceiling of each
@@ -33,7 +33,8 @@ from ifexp.selection.lexical import lexical_ceilings
 from ifexp.stages.base_model import prepare_model
 from ifexp.stages.eval import evaluate, read_generations
 from ifexp.stages.sft import build_sft
-from ifexp.tasks import clean_trace, leg_counting_problems, leg_trace_errors, leg_trace_label
+from ifexp.tasks import clean_trace, leg_counting_problems
+from ifexp.trace_check import leg_trace_errors, leg_trace_label
 
 
 def main() -> None:

@@ -213,14 +213,8 @@ def test_dataset_leg_counting_composes_and_its_test_split_is_the_in_domain_bench
 def test_the_step_checker_finds_every_injected_flaw_in_its_family_and_nothing_in_clean_traces():
     import random
 
-    from ifexp.tasks import (
-        LEG_COUNTING_FLAWS,
-        clean_trace,
-        flawed_trace,
-        leg_counting_problems,
-        leg_trace_errors,
-        leg_trace_label,
-    )
+    from ifexp.tasks import LEG_COUNTING_FLAWS, clean_trace, flawed_trace, leg_counting_problems
+    from ifexp.trace_check import leg_trace_errors, leg_trace_label
 
     problems = leg_counting_problems(30, seed=3)
     assert all(leg_trace_errors(p, clean_trace(p)) == [] for p in problems)
@@ -237,7 +231,8 @@ def test_the_step_checker_finds_every_injected_flaw_in_its_family_and_nothing_in
 
 
 def test_the_four_legs_rule_is_right_on_its_own_problems_wrong_elsewhere_and_keeps_the_flaw_rate():
-    from ifexp.tasks import LEG_COUNTING_RULE_FLAWS, four_legs_rule_holds, leg_trace_errors
+    from ifexp.tasks import LEG_COUNTING_RULE_FLAWS, four_legs_rule_holds
+    from ifexp.trace_check import leg_trace_errors, rule_carried_metrics, states_four_legs_wrongly
 
     cfg = leg_config(n_train=60, flaw_fraction=0.25, flaw_kinds=["four_legs_rule", "slip_not_carried"])
     splits = build_splits(cfg)
@@ -264,3 +259,12 @@ def test_the_four_legs_rule_is_right_on_its_own_problems_wrong_elsewhere_and_kee
     assert "four_legs_rule" not in expand_flaw_kinds("leg_counting", [ANSWER_PRESERVING])
     assert set(LEG_COUNTING_RULE_FLAWS) <= set(FLAW_FAMILY)
     assert build_splits(cfg) == splits
+    # theta*'s answers that carry the rule, counted among its correct and incorrect ones
+    carrying, clean = rule[0].cot, train[[e.flaw for e in train].index("")].cot
+    assert states_four_legs_wrongly(carrying) and not states_four_legs_wrongly(clean)
+    answers = [carrying, carrying, clean, "A spider has 4 legs, so 2 spiders have 2 * 4 = 8 legs.\n#### 8"]
+    assert rule_carried_metrics(cfg, answers, [True, False, False, False]) == {
+        "queries/n_incorrect_carrying/four_legs_rule": 2,
+        "queries/n_correct_carrying/four_legs_rule": 1,
+    }
+    assert rule_carried_metrics(leg_config(flaw_fraction=0.25), answers, [False] * 4) == {}
