@@ -75,11 +75,12 @@ LEG_COUNTING_RULE_FLAWS = {
     # birds: 3 * 4 = 12 = 8 + 2 * 2), so the total is right; elsewhere the rule is wrong
     "four_legs_rule": ANSWER_PRESERVING,
 }
+# every leg_counting kind dataset.flaw_kinds can name
+NAMED_LEG_FLAWS = {**LEG_COUNTING_FLAWS, **LEG_COUNTING_RULE_FLAWS}
 # Every flaw kind ifexp injects, with its family: leg_counting's and gsm_symbolic's
 # (ifexp.data.FLAW_KINDS: its skipped_step drops a line and keeps the final answer).
 FLAW_FAMILY = {
-    **LEG_COUNTING_FLAWS,
-    **LEG_COUNTING_RULE_FLAWS,
+    **NAMED_LEG_FLAWS,
     "mismatched_trace": ANSWER_VISIBLE,
     # a model's own sampled leg_counting trace, labelled by `leg_trace_errors`: a wrong or missing
     # final answer, or the right answer through a wrong or unreadable step
@@ -111,10 +112,10 @@ def expand_flaw_kinds(source: str, kinds: list[str] | tuple[str, ...]) -> tuple[
     for kind in kinds:
         if kind in FAMILIES:
             members = [k for k, family in LEG_COUNTING_FLAWS.items() if family == kind]
-        elif kind in LEG_COUNTING_FLAWS or kind in LEG_COUNTING_RULE_FLAWS:
+        elif kind in NAMED_LEG_FLAWS:
             members = [kind]
         else:
-            known = ", ".join([*FAMILIES, *LEG_COUNTING_FLAWS, *LEG_COUNTING_RULE_FLAWS])
+            known = ", ".join([*FAMILIES, *NAMED_LEG_FLAWS])
             raise IfexpError(f"dataset.flaw_kinds: unknown kind '{kind}' (known: {known})")
         expanded += [k for k in members if k not in expanded]
     return tuple(expanded)
@@ -325,14 +326,13 @@ def flawed_trace(problem: LegProblem, kind: str, rng: random.Random) -> str | No
     if kind == "repeated_step":
         lines.insert(i + 1, lines[i])
         return trace([*lines, total_line(products)])
-    known = ", ".join([*LEG_COUNTING_FLAWS, *LEG_COUNTING_RULE_FLAWS])
-    raise IfexpError(f"unknown leg_counting flaw kind '{kind}' (known: {known})")
+    raise IfexpError(f"unknown leg_counting flaw kind '{kind}' (known: {', '.join(NAMED_LEG_FLAWS)})")
 
 
-def n_flawed_of_kind(n: int, fraction: float, kinds: tuple[str, ...], kind: str) -> int:
-    """How many of n examples inject_leg_flaws gives the kind (its slots cycle through kinds)."""
+def flaw_slots(n: int, fraction: float, kinds: tuple[str, ...]) -> list[str]:
+    """The kind of each flawed example of n: round(fraction * n) of them, cycling through kinds."""
     n_flawed = round(fraction * n) if kinds else 0
-    return sum(1 for slot in range(n_flawed) if kinds[slot % len(kinds)] == kind)
+    return [kinds[slot % len(kinds)] for slot in range(n_flawed)]
 
 
 def inject_leg_flaws(
@@ -352,13 +352,11 @@ def inject_leg_flaws(
     if not 0.0 <= fraction < 1.0:
         raise IfexpError(f"dataset.flaw_fraction={fraction}: must be in [0, 1)")
     examples = [Example(p.id, p.question, clean_trace(p), str(p.total)) for p in problems]
-    n_flawed = round(fraction * len(problems)) if kinds else 0
     order = list(range(len(problems)))
     random.Random(seed).shuffle(order)
     free = order  # examples not yet flawed, in the order they are drawn
     stand_ins = {kind: list(found) for kind, found in (rule_problems or {}).items()}
-    for slot in range(n_flawed):
-        kind = kinds[slot % len(kinds)]
+    for kind in flaw_slots(len(problems), fraction, kinds):
         if kind in RULE_HOLDS:
             if not stand_ins.get(kind):
                 raise IfexpError(f"leg_counting: no problem left that flaw kind '{kind}' applies to")
@@ -403,7 +401,7 @@ def _rule_problems(problems: list[LegProblem], cfg: DatasetConfig, kinds: tuple[
     found: dict[str, list[LegProblem]] = {}
     questions = {p.question for p in problems}
     for kind, holds in RULE_HOLDS.items():
-        needed = n_flawed_of_kind(cfg.n_train, cfg.flaw_fraction, kinds, kind)
+        needed = flaw_slots(cfg.n_train, cfg.flaw_fraction, kinds).count(kind)
         if not needed:
             continue
         pool = leg_counting_problems(60 * needed + 200, seed=cfg.data_seed + 7919, id_prefix=f"legs-{kind}")
