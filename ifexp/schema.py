@@ -176,7 +176,7 @@ class EstimatorConfig:
     # 0: exact scores; r > 0: the preconditioned query features compressed to rank r by SVD
     query_rank: int = 0
     # the loss whose gradient is an example's feature: token_mean (every response token counts the
-    # same, as in training) | step_mean (every line of the trace counts the same: docs/results.md)
+    # same, as in training) | step_mean (every line of the trace counts the same: docs/history.md)
     loss_weighting: str = "token_mean"
     seed: int = 0
 
@@ -264,7 +264,7 @@ class JobConfig:
     # so every seed of a sweep shares it and its scores.
     scorer_seed: int = 0
     # Epochs of theta* when it should differ from train.epochs (a better-fit scorer separates
-    # corrupted traces better: docs/results.md); None trains theta* like the pruned models.
+    # corrupted traces better: docs/history.md); None trains theta* like the pruned models.
     scorer_epochs: float | None = None
     seed: int = 0
     # Modules of the user's own imported before the job is validated, in the job's own process

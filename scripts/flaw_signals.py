@@ -1,4 +1,4 @@
-"""Which influence signal finds the injected flawed traces? The exploration behind docs/results.md.
+"""Which influence signal finds the injected flawed traces? The exploration behind docs/history.md.
 
     .venv/bin/python scripts/flaw_signals.py [HYDRA OVERRIDES]          # the demo's theta* (1 epoch)
     .venv/bin/python scripts/flaw_signals.py train.epochs=3             # a better-fit theta*

@@ -1,4 +1,4 @@
-"""Per-line influence signals: how estimator.loss_weighting=step_mean was chosen (docs/results.md).
+"""Per-line influence signals: how estimator.loss_weighting=step_mean was chosen (docs/history.md).
 
     .venv/bin/python scripts/line_signals.py [HYDRA OVERRIDES]     # default: the CPU demo's job config
 
