@@ -23,7 +23,9 @@ def leg_trace_errors(problem: LegProblem, text: str) -> list[str]:
     """What is wrong with a leg_counting trace, step by step, in the clean trace's words: each
     animal line's fact, factors and product, the animals named (invented, missing, repeated), the
     total line's terms and sum and its place after the products, a line in none of these forms,
-    and the final answer (`final_answer_missing` / `final_answer_wrong`). Empty: a clean trace."""
+    and the final answer (`final_answer_missing` / `final_answer_wrong`, graded as the pipeline grades
+    an answer, so "38 legs" is 38). Empty: a clean trace."""
+    from ifexp.evaluate.grading import answers_match
     from ifexp.examples import answer_line
 
     counts = dict(problem.animals)
@@ -73,7 +75,7 @@ def leg_trace_errors(problem: LegProblem, text: str) -> list[str]:
         errors.append("total_not_last")
     if final is None:
         errors.append("final_answer_missing")
-    elif final != str(problem.total):
+    elif not answers_match(final, str(problem.total)):
         errors.append("final_answer_wrong")
     return list(dict.fromkeys(errors))
 

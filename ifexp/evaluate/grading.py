@@ -45,6 +45,11 @@ ANSWER_FORMATS = (*DATASET_ANSWER_FORMATS, *BENCHMARK_ONLY_ANSWER_FORMATS)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _BOXED = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
 _WORDS = {"yes", "no", "true", "false"}
+# "38 legs", "12 cookies.": a number and its unit's words. math-verify reads such an answer as a
+# product of symbols (38*E*g*l*s) and grades it wrong, so the number alone is graded when the words
+# are none of mathematics' (a one-letter word may be a variable or i, and `2 pi` is not 2).
+_NUMBER_AND_UNIT = re.compile(r"(?P<number>-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)\s+(?P<words>[A-Za-z][A-Za-z\s-]*?)\.?")
+_MATH_WORDS = {"pi", "sqrt", "root", "roots", "log", "ln", "sin", "cos", "tan", "exp", "mod", "times", "over", "inf"}
 # an option letter standing alone (the article "A" too: the prompt asks for a `####` line, and
 # the last line is read only without one)
 _CHOICE_LETTER = re.compile(r"(?<![A-Za-z])[A-D](?![A-Za-z])")
@@ -196,7 +201,15 @@ def answers_match(predicted: str | None, gold: str) -> bool:
         return predicted.lower().strip(" .!") == gold.lower()
     if predicted == gold:
         return True
-    return _within_time_limit(lambda: _math_verify_match(predicted, gold), predicted, gold)
+    if _within_time_limit(lambda: _math_verify_match(predicted, gold), predicted, gold):
+        return True
+    with_unit = _NUMBER_AND_UNIT.fullmatch(predicted)
+    if with_unit is None:
+        return False
+    words = with_unit["words"].lower().replace("-", " ").split()
+    if any(len(word) < 2 or word in _MATH_WORDS for word in words):
+        return False
+    return answers_match(with_unit["number"], gold)
 
 
 def _math_verify_match(predicted: str, gold: str) -> bool:

@@ -228,6 +228,11 @@ def test_the_step_checker_finds_every_injected_flaw_in_its_family_and_nothing_in
     p = problems[0]
     rambling = clean_trace(p).replace("\n", "\nLet me think.\n", 1)
     assert leg_trace_errors(p, rambling) == ["unreadable_line"]
+    # the final answer is graded as the pipeline grades it: "38 legs" is 38, "39" is not
+    answer_at = clean_trace(p).rindex("#### ")
+    worded = clean_trace(p)[:answer_at] + f"#### {p.total} legs"
+    assert leg_trace_errors(p, worded) == []
+    assert leg_trace_errors(p, clean_trace(p)[:answer_at] + f"#### {p.total + 1}") == ["final_answer_wrong"]
 
 
 def test_the_four_legs_rule_is_right_on_its_own_problems_wrong_elsewhere_and_keeps_the_flaw_rate():

@@ -32,6 +32,11 @@ from ifexp.schema import IfexpError
         ("#### 1,234", "1234"),
         ("The answer is 42 apples", "42"),
         ("#### 42 apples", "42"),
+        # a number and its unit: math-verify reads "38 legs" as the product 38*E*g*l*s
+        ("#### 38 legs", "38"),
+        ("#### 12 cookies.", "12"),
+        ("#### 18 dollars", "18"),
+        ("#### 1,200 square feet", "1200"),
         ("\\boxed{\\frac{1}{2}}", "1/2"),
         ("#### 0.5", "1/2"),
         ("#### yes", "yes"),
@@ -43,7 +48,18 @@ def test_is_correct(response, gold):
 
 
 @pytest.mark.parametrize(
-    "response, gold", [("#### 7", "8"), ("I do not know", "8"), ("#### No.", "yes"), ("#### 8\nthen 9", "9")]
+    "response, gold",
+    [
+        ("#### 7", "8"),
+        ("I do not know", "8"),
+        ("#### No.", "yes"),
+        ("#### 8\nthen 9", "9"),
+        ("#### 12 cookies", "13"),
+        # a word that is mathematics is not a unit
+        ("#### 2 pi", "2"),
+        ("#### 3 sqrt 2", "3"),
+        ("#### 2 i", "2"),
+    ],
 )
 def test_is_not_correct(response, gold):
     assert is_correct(response, gold) is False
