@@ -1,0 +1,62 @@
+"""scripts/pilot_criteria.py: the plan's four criteria read from a pilot sweep's jobs."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pilot_criteria.py"
+
+
+@pytest.fixture(scope="module")
+def pilot():
+    spec = importlib.util.spec_from_file_location("pilot_criteria", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write(root: Path, strategy: str, seed: int, delta: float, **extra) -> None:
+    folder = root / f"{strategy}-p0.25-seed{seed}"
+    folder.mkdir(parents=True)
+    metrics = {
+        "strategy": strategy,
+        "replicate": f"data_seed={seed},scorer_seed={seed}",
+        "n_train": 256,
+        "n_train_flawed": 51,
+        "flaw/lexical_ceiling": 0.6,
+        "flaw/lexical_ceiling/answer_preserving": 0.9,  # a family, not a kind: not judged
+        "flaw/lexical_ceiling/slip_not_carried": 0.55,
+        "flaw/lexical_ceiling/cancelling_errors": extra.pop("ceiling", 0.75),
+        "delta_vs_random/leg_counting": delta,
+        **extra,
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_each_criterion_is_read_per_replicate_and_the_baselines_ranked_by_mean_delta(tmp_path, pilot):
+    write(tmp_path, "oracle", 100, 0.05, **{"full_pass@1/leg_counting": 0.45})
+    write(tmp_path, "perplexity", 100, 0.02)
+    write(tmp_path, "length", 100, -0.01)
+    # the same training set in every job of a replicate: one kind above 0.8 here
+    write(tmp_path, "oracle", 101, -0.01, ceiling=0.81, **{"full_pass@1/leg_counting": 0.75})
+    write(tmp_path, "perplexity", 101, 0.00, ceiling=0.81)
+    write(tmp_path, "length", 101, 0.03, ceiling=0.81)
+    replicates = pilot.read_jobs(tmp_path)
+    first = pilot.criteria(replicates["data_seed=100,scorer_seed=100"], (111, 145), "leg_counting")
+    assert first["flaw_rate"] == 51 / 256 and first["ok_rate"]
+    assert set(first["ceilings"]) == {"slip_not_carried", "cancelling_errors"} and first["ok_ceilings"]
+    assert first["full_pass"] == 0.45 and first["ok_competent"]
+    assert first["headroom"] == 0.05 and first["ok_headroom"]
+    second = pilot.criteria(replicates["data_seed=101,scorer_seed=101"], (20, 236), "leg_counting")
+    assert not second["ok_ceilings"] and not second["ok_competent"] and not second["ok_headroom"]
+    assert pilot.criteria(replicates["data_seed=101,scorer_seed=101"], None, "leg_counting")["ok_competent"] is None
+    deltas = pilot.baseline_deltas(replicates, "leg_counting")
+    assert deltas == {"perplexity": [0.02, 0.0], "length": [-0.01, 0.03]}
+
+
+def test_query_counts_are_matched_to_their_replicate_by_the_seed_override(tmp_path, pilot):
+    bench = {"overrides": ["sweeps=slips", "seed=101"], "queries/n_correct": 111, "queries/n_incorrect": 145}
+    (tmp_path / "f.json").write_text(json.dumps(bench))
+    assert pilot.query_counts([tmp_path / "f.json"]) == {"data_seed=101,scorer_seed=101": (111, 145)}
