@@ -17,8 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from sklearn.cluster import KMeans
 
 from ifexp.cli import compose_job
+from ifexp.influence.score import percentile_ranks
 from ifexp.pipeline import Job, compute_signals
 from ifexp.selection.flaws import auroc
 from ifexp.stages.base_model import prepare_model
@@ -55,12 +57,31 @@ def main(overrides: list[str]) -> dict:
     carrying = np.array([states_four_legs_wrongly(text) for _, text, _ in answers])
     kinds = [set(leg_trace_errors(problems[qid], text)) if not correct else set() for qid, text, correct in answers]
 
-    def part(mask: np.ndarray) -> dict:
+    def part(mask: np.ndarray, n: int | None = None) -> dict:
+        if n is not None:  # column indices
+            mask = np.isin(np.arange(n), mask)
         row = {"n_queries": int(mask.sum()), "n_carrying_rule": int((mask & carrying).sum())}
         if mask.sum() >= MIN_QUERIES:
             row["flaw_auroc"] = round(auroc(influence[:, mask].mean(axis=1), flawed), 3)
         return row
 
+    on_wrong = influence[:, wrong]
+    ranks = percentile_ranks(influence)[:, wrong]
+    # ways of averaging over Q_I that need no label of the answers
+    label_free = {
+        "median": np.median(on_wrong, axis=1),
+        "90th percentile": np.percentile(on_wrong, 90, axis=1),
+        "max": on_wrong.max(axis=1),
+        "mean percentile rank (r_I)": ranks.mean(axis=1),
+        "mean over Q_I minus mean over Q_C": on_wrong.mean(axis=1) - influence[:, ~wrong].mean(axis=1),
+    }
+    # Q_I grouped by influence profile (k-means on each answer's normalised column): does a group
+    # gather the answers that carry the rule?
+    profiles = on_wrong.T / np.linalg.norm(on_wrong.T, axis=1, keepdims=True)
+    clusters = {}
+    for k in (2, 3, 4, 6):
+        labels = KMeans(k, n_init=10, random_state=0).fit_predict(profiles)
+        clusters[k] = [part(np.flatnonzero(wrong)[labels == c], len(wrong)) for c in range(k)]
     counts = dict(Counter(kind for found in kinds for kind in found).most_common())
     return {
         "overrides": overrides,
@@ -70,6 +91,10 @@ def main(overrides: list[str]) -> dict:
         "Q_I carrying the rule": part(wrong & carrying),
         "Q_I not carrying it": part(wrong & ~carrying),
         "Q_C (s_C)": part(~wrong),
+        "label-free averages over Q_I (flaw AUROC)": {
+            name: round(auroc(values, flawed), 3) for name, values in label_free.items()
+        },
+        "Q_I clustered by influence profile": clusters,
         "Q_I by error kind": {kind: part(np.array([kind in found for found in kinds])) for kind in counts},
     }
 
