@@ -57,9 +57,7 @@ def main(overrides: list[str]) -> dict:
     carrying = np.array([states_four_legs_wrongly(text) for _, text, _ in answers])
     kinds = [set(leg_trace_errors(problems[qid], text)) if not correct else set() for qid, text, correct in answers]
 
-    def part(mask: np.ndarray, n: int | None = None) -> dict:
-        if n is not None:  # column indices
-            mask = np.isin(np.arange(n), mask)
+    def part(mask: np.ndarray) -> dict:
         row = {"n_queries": int(mask.sum()), "n_carrying_rule": int((mask & carrying).sum())}
         if mask.sum() >= MIN_QUERIES:
             row["flaw_auroc"] = round(auroc(influence[:, mask].mean(axis=1), flawed), 3)
@@ -81,7 +79,11 @@ def main(overrides: list[str]) -> dict:
     clusters = {}
     for k in (2, 3, 4, 6):
         labels = KMeans(k, n_init=10, random_state=0).fit_predict(profiles)
-        clusters[k] = [part(np.flatnonzero(wrong)[labels == c], len(wrong)) for c in range(k)]
+        clusters[k] = []
+        for c in range(k):
+            in_group = wrong.copy()
+            in_group[wrong] = labels == c
+            clusters[k].append(part(in_group))
     counts = dict(Counter(kind for found in kinds for kind in found).most_common())
     return {
         "overrides": overrides,

@@ -48,7 +48,7 @@ _WORDS = {"yes", "no", "true", "false"}
 # "38 legs", "12 cookies.": a number and its unit's words. math-verify reads such an answer as a
 # product of symbols (38*E*g*l*s) and grades it wrong, so the number alone is graded when the words
 # are none of mathematics' (a one-letter word may be a variable or i, and `2 pi` is not 2).
-_NUMBER_AND_UNIT = re.compile(r"(?P<number>-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)\s+(?P<words>[A-Za-z][A-Za-z\s-]*?)\.?")
+_NUMBER_AND_UNIT = re.compile(rf"(?P<number>{_NUMBER.pattern})\s+(?P<words>[A-Za-z][A-Za-z\s-]*?)\.?")
 _MATH_WORDS = {"pi", "sqrt", "root", "roots", "log", "ln", "sin", "cos", "tan", "exp", "mod", "times", "over", "inf"}
 # an option letter standing alone (the article "A" too: the prompt asks for a `####` line, and
 # the last line is read only without one)
