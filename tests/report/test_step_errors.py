@@ -1,0 +1,43 @@
+"""scripts/step_errors.py: a right answer with a wrong step is counted as an imitated flaw."""
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from ifexp.tasks import clean_trace, flawed_trace, leg_counting_problems
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "step_errors.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("step_errors", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_right_answers_with_a_slip_are_counted_and_wrong_answers_are_not(tmp_path, script, capsys, monkeypatch):
+    dataset = {"source": "leg_counting", "n_train": 4, "n_val": 2, "n_test": 4, "data_seed": "${seed}"}
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create({"seed": 7, "dataset": dataset}), tmp_path / ".hydra" / "config.yaml")
+    problems = leg_counting_problems(10, seed=7)[6:]
+    slipped = flawed_trace(problems[1], "slip_not_carried", random.Random(0))
+    wrong = clean_trace(problems[2]).rsplit("####", 1)[0] + f"#### {problems[2].total + 1}"
+    answers = [(clean_trace(problems[0]), True), (slipped, True), (wrong, False), (clean_trace(problems[3]), True)]
+    rows = [{"id": p.id, "responses": [text], "correct": [ok]} for p, (text, ok) in zip(problems, answers, strict=True)]
+    (tmp_path / "generations").mkdir()
+    (tmp_path / "generations" / "pruned_leg_counting.jsonl").write_text("\n".join(map(json.dumps, rows)))
+
+    counts = script.step_errors(script.job_problems(tmp_path), rows)
+    assert counts["pass@1"] == 0.75
+    assert counts["right_with_wrong_step"] == 1  # the slip; the wrong answer is pass@1's, not a step's
+    assert counts["kinds"] == {"arithmetic": 1, "total_terms": 1}  # the slipped product, the total that skips it
+
+    monkeypatch.setattr("sys.argv", ["step_errors.py", str(tmp_path)])
+    script.main()
+    assert f"| {tmp_path.name} | pruned | 0.750 | 1 | " in capsys.readouterr().out
