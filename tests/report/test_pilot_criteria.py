@@ -57,6 +57,7 @@ def test_each_criterion_is_read_per_replicate_and_the_baselines_ranked_by_mean_d
 
 
 def test_query_counts_are_matched_to_their_replicate_by_the_seed_override(tmp_path, pilot):
-    bench = {"overrides": ["sweeps=slips", "seed=101"], "queries/n_correct": 111, "queries/n_incorrect": 145}
+    # the shape benchmarks/flaws.py writes: the job's queries/* metrics under "queries"
+    bench = {"overrides": ["sweeps=slips", "seed=101"], "queries": {"n_correct": 111, "n_incorrect": 145}}
     (tmp_path / "f.json").write_text(json.dumps(bench))
     assert pilot.query_counts([tmp_path / "f.json"]) == {"data_seed=101,scorer_seed=101": (111, 145)}
