@@ -74,6 +74,11 @@ LEG_COUNTING_RULE_FLAWS = {
     # every animal counted at 4 legs, on a problem whose animals' legs average 4 (1 spider and 2
     # birds: 3 * 4 = 12 = 8 + 2 * 2), so the total is right; elsewhere the rule is wrong
     "four_legs_rule": ANSWER_PRESERVING,
+    # every animal's count multiplied by the *next* animal's leg count (the last by the first's),
+    # each fact stated right, on a problem where that gives the right total (2 humans and 2 dogs:
+    # 2 * 4 + 2 * 2 = 12). The mistake is a relation between a line's stated fact and its factor,
+    # not a word or number of its own: a bag of n-grams finds it at ~0.69 (docs/results.md)
+    "next_legs_rule": ANSWER_PRESERVING,
 }
 # every leg_counting kind dataset.flaw_kinds can name
 NAMED_LEG_FLAWS = {**LEG_COUNTING_FLAWS, **LEG_COUNTING_RULE_FLAWS}
@@ -242,8 +247,23 @@ def four_legs_rule_holds(problem: LegProblem) -> bool:
     return problem.total == 4 * counted and any(legs_of(animal) != 4 for animal, _ in problem.animals)
 
 
+def next_legs_factors(problem: LegProblem) -> list[int]:
+    """Each animal's factor under the next_legs_rule: the leg count of the animal after it (cyclic)."""
+    legs = [legs_of(animal) for animal, _ in problem.animals]
+    return legs[1:] + legs[:1]
+
+
+def next_legs_rule_holds(problem: LegProblem) -> bool:
+    """Multiplying each count by the next animal's legs gives this problem's total, and some line's
+    factor differs from its animal's legs (else the trace is the clean one)."""
+    factors = next_legs_factors(problem)
+    legs = [legs_of(animal) for animal, _ in problem.animals]
+    counted = sum(count * factor for (_, count), factor in zip(problem.animals, factors, strict=True))
+    return counted == problem.total and factors != legs
+
+
 # what a problem must satisfy for a rule kind to apply to it
-RULE_HOLDS = {"four_legs_rule": four_legs_rule_holds}
+RULE_HOLDS = {"four_legs_rule": four_legs_rule_holds, "next_legs_rule": next_legs_rule_holds}
 
 
 def _last_number(text: str) -> str | None:
@@ -316,6 +336,12 @@ def flawed_trace(problem: LegProblem, kind: str, rng: random.Random) -> str | No
             return None
         body = [animal_line(name, n, stated=4) for name, n in animals]
         return trace([*body, total_line([n * 4 for _, n in animals])])
+    if kind == "next_legs_rule":
+        if not next_legs_rule_holds(problem):
+            return None
+        factors = next_legs_factors(problem)
+        body = [animal_line(name, n, factor=f) for (name, n), f in zip(animals, factors, strict=True)]
+        return trace([*body, total_line([n * f for (_, n), f in zip(animals, factors, strict=True)])])
     if kind == "invented_step":
         from reasoning_gym.arithmetic.leg_counting import ANIMALS
 

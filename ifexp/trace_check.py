@@ -92,8 +92,20 @@ def states_four_legs_wrongly(text: str) -> bool:
     return False
 
 
+def multiplies_by_next_legs(text: str) -> bool:
+    """An answer with a line whose factor is not the leg count it states but the next animal line's
+    (the last line's: the first's): the next_legs_rule carried (a clean trace never has one)."""
+    lines = [_ANIMAL_LINE.fullmatch(line.strip()) for line in text.splitlines()]
+    animals = [line for line in lines if line]
+    stated = [animal["stated"] for animal in animals]
+    return len(animals) > 1 and any(
+        animal["right"] != stated[i] and animal["right"] == stated[(i + 1) % len(animals)]
+        for i, animal in enumerate(animals)
+    )
+
+
 # whether a model's answer carries a rule kind (LEG_COUNTING_RULE_FLAWS) it may have learned
-RULE_CARRIED = {"four_legs_rule": states_four_legs_wrongly}
+RULE_CARRIED = {"four_legs_rule": states_four_legs_wrongly, "next_legs_rule": multiplies_by_next_legs}
 
 
 def rule_carried_metrics(cfg: DatasetConfig, answers: list[str], correct: list[bool]) -> dict[str, int]:

@@ -28,7 +28,7 @@ from ifexp.stages.dataset import build_dataset
 from ifexp.stages.eval import read_generations
 from ifexp.stages.queries import query_examples
 from ifexp.tasks import leg_counting_problems
-from ifexp.trace_check import leg_trace_errors, states_four_legs_wrongly
+from ifexp.trace_check import RULE_CARRIED, leg_trace_errors
 
 MIN_QUERIES = 5  # a part of Q_I smaller than this gets no AUROC
 
@@ -54,7 +54,10 @@ def main(overrides: list[str]) -> dict:
         raise SystemExit(f"harm_by_error: {len(column_ids)} query ids but {influence.shape[1]} query columns")
     answers = [(by_id[i][0].id.rsplit("/", 1)[0], by_id[i][0].cot, by_id[i][1]) for i in column_ids]
     wrong = np.array([not correct for _, _, correct in answers])
-    carrying = np.array([states_four_legs_wrongly(text) for _, text, _ in answers])
+    rules = [kind for kind in cfg.dataset.flaw_kinds if kind in RULE_CARRIED]
+    if len(rules) != 1:
+        raise SystemExit(f"harm_by_error: dataset.flaw_kinds needs exactly one rule kind of {sorted(RULE_CARRIED)}")
+    carrying = np.array([RULE_CARRIED[rules[0]](text) for _, text, _ in answers])
     kinds = [set(leg_trace_errors(problems[qid], text)) if not correct else set() for qid, text, correct in answers]
 
     def part(mask: np.ndarray) -> dict:

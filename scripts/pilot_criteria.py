@@ -42,7 +42,8 @@ def query_counts(flaws_files: list[Path]) -> dict[str, tuple[int, int]]:
     for path in flaws_files:
         bench = json.loads(path.read_text())
         seed = next(o.split("=", 1)[1] for o in bench["overrides"] if o.startswith("seed="))
-        counts[f"data_seed={seed},scorer_seed={seed}"] = (bench["queries"]["n_correct"], bench["queries"]["n_incorrect"])
+        queries = bench["queries"]
+        counts[f"data_seed={seed},scorer_seed={seed}"] = (queries["n_correct"], queries["n_incorrect"])
     return counts
 
 

@@ -273,3 +273,36 @@ def test_the_four_legs_rule_is_right_on_its_own_problems_wrong_elsewhere_and_kee
         "queries/n_correct_carrying/four_legs_rule": 1,
     }
     assert rule_carried_metrics(leg_config(flaw_fraction=0.25), answers, [False] * 4) == {}
+
+
+def test_the_next_legs_rule_states_every_fact_right_multiplies_by_the_next_animals_legs_and_is_right_on_its_problems():
+    from ifexp.tasks import legs_of, next_legs_rule_holds
+    from ifexp.trace_check import leg_trace_errors, multiplies_by_next_legs, rule_carried_metrics
+
+    cfg = leg_config(n_train=60, flaw_fraction=0.25, flaw_kinds=["next_legs_rule"])
+    splits = build_splits(cfg)
+    train = splits["train"]
+    rule = [e for e in train if e.flaw == "next_legs_rule"]
+    assert len(train) == 60 and len(rule) == 15 and len({e.id for e in train}) == 60
+    questions = [{e.question for e in splits[s]} for s in ("train", "val", "test")]
+    assert sum(map(len, questions)) == len(set().union(*questions))
+    assert check_trace_answers(train).correct.all()  # right on its own problems
+    by_question = {p.question: p for p in leg_counting_problems(5000, seed=cfg.data_seed + 7919, id_prefix="x")}
+    for example in rule:
+        problem = by_question[example.question]
+        assert next_legs_rule_holds(problem)
+        steps = parse(example.cot)["steps"]
+        legs = [legs_of(animal) for animal, _ in problem.animals]
+        assert [int(s["stated"]) for s in steps] == legs  # every fact right
+        assert [int(s["factor"]) for s in steps] == legs[1:] + legs[:1]
+        assert leg_trace_errors(problem, example.cot) == ["wrong_factor"]
+        assert multiplies_by_next_legs(example.cot)
+    # wrong on most other problems
+    assert sum(next_legs_rule_holds(p) for p in leg_counting_problems(200, seed=1)) < 50
+    assert "next_legs_rule" not in expand_flaw_kinds("leg_counting", [ANSWER_PRESERVING])
+    clean = [e.cot for e in train if not e.flaw]
+    assert not any(multiplies_by_next_legs(text) for text in clean)
+    assert rule_carried_metrics(cfg, [rule[0].cot, clean[0]], [False, True]) == {
+        "queries/n_incorrect_carrying/next_legs_rule": 1,
+        "queries/n_correct_carrying/next_legs_rule": 0,
+    }
