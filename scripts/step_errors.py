@@ -18,17 +18,17 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ifexp import outputs
 from ifexp.tasks import LegProblem, leg_counting_problems
 from ifexp.trace_check import leg_trace_errors
 
-MODELS = ("base", "full", "random", "pruned")
 ANSWER_KINDS = {"final_answer_wrong", "final_answer_missing"}
 
 
 def job_problems(job: Path) -> dict[str, LegProblem]:
     """The job's leg_counting problems by id, regenerated from its saved dataset settings (the
     generations carry the question, not the animals the checker needs)."""
-    dataset = OmegaConf.load(job / ".hydra" / "config.yaml").dataset
+    dataset = OmegaConf.load(outputs.saved_config_path(job)).dataset
     if dataset.source != "leg_counting":
         raise SystemExit(f"step_errors: {job} is a {dataset.source} job; the step checker reads leg_counting only")
     n = dataset.n_train + dataset.n_val + dataset.n_test
@@ -56,8 +56,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for job in args.jobs:
         problems = job_problems(job)
-        for model in MODELS:
-            path = job / "generations" / f"{model}_leg_counting.jsonl"
+        for model in outputs.ARMS:
+            path = outputs.generations_path(job, model, "leg_counting")
             if not path.exists():
                 continue
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

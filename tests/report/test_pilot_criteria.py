@@ -1,20 +1,14 @@
 """scripts/pilot_criteria.py: the plan's four criteria read from a pilot sweep's jobs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pilot_criteria.py"
-
 
 @pytest.fixture(scope="module")
-def pilot():
-    spec = importlib.util.spec_from_file_location("pilot_criteria", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def pilot(load_script):
+    return load_script("pilot_criteria")
 
 
 def write(root: Path, strategy: str, seed: int, delta: float, **extra) -> None:

@@ -1,24 +1,17 @@
 """scripts/step_errors.py: a right answer with a wrong step is counted as an imitated flaw."""
 
-import importlib.util
 import json
 import random
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from ifexp.tasks import clean_trace, flawed_trace, leg_counting_problems
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "step_errors.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("step_errors", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("step_errors")
 
 
 def test_right_answers_with_a_slip_are_counted_and_wrong_answers_are_not(tmp_path, script, capsys, monkeypatch):
