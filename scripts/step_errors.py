@@ -6,7 +6,10 @@ right answer with a wrong step is an answer-preserving flaw the model imitated.
     .venv/bin/python scripts/step_errors.py outputs/sweeps/slips_pilot/oracle-p0.25-seed100 [JOB ...]
 
 Prints one Markdown row per job and model: pass@1, the right answers with a wrong step, and how many
-answers carry each error kind (a wrong final answer is not counted as a kind: pass@1 says it).
+answers carry each error kind (a wrong final answer is not counted as a kind: pass@1 says it); where
+the job's training set has a rule kind (`next_legs_rule`, `four_legs_rule`), how many answers carry
+the rule itself (`carries <kind>`: a `wrong_factor` or `wrong_fact` line is any such mistake, the rule
+one of them).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ifexp import outputs
-from ifexp.tasks import LegProblem, leg_counting_problems
-from ifexp.trace_check import leg_trace_errors
+from ifexp.tasks import LegProblem, expand_flaw_kinds, leg_counting_problems
+from ifexp.trace_check import RULE_CARRIED, leg_trace_errors
 
 ANSWER_KINDS = {"final_answer_wrong", "final_answer_missing"}
 
@@ -35,8 +38,17 @@ def job_problems(job: Path) -> dict[str, LegProblem]:
     return {p.id: p for p in leg_counting_problems(n, seed=int(dataset.data_seed))}
 
 
-def step_errors(problems: dict[str, LegProblem], rows: list[dict]) -> dict:
-    """pass@1 of the first response per problem, right answers with a wrong step, and error kinds."""
+def job_rules(job: Path) -> list[str]:
+    """The rule kinds in the job's training set, whose carrying answers are counted by name."""
+    dataset = OmegaConf.load(outputs.saved_config_path(job)).dataset
+    if not dataset.get("flaw_fraction"):
+        return []
+    return [kind for kind in expand_flaw_kinds(dataset.source, dataset.flaw_kinds) if kind in RULE_CARRIED]
+
+
+def step_errors(problems: dict[str, LegProblem], rows: list[dict], rules: list[str] = ()) -> dict:
+    """pass@1 of the first response per problem, right answers with a wrong step, error kinds, and
+    the answers that carry each of `rules`."""
     kinds: Counter[str] = Counter()
     right = right_with_wrong_step = 0
     for row in rows:
@@ -45,6 +57,7 @@ def step_errors(problems: dict[str, LegProblem], rows: list[dict]) -> dict:
         right += correct
         right_with_wrong_step += correct and bool(errors)
         kinds.update(errors - ANSWER_KINDS)
+        kinds.update(f"carries {rule}" for rule in rules if RULE_CARRIED[rule](row["responses"][0]))
     return {"n": len(rows), "pass@1": right / len(rows), "right_with_wrong_step": right_with_wrong_step, "kinds": kinds}
 
 
@@ -56,12 +69,13 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for job in args.jobs:
         problems = job_problems(job)
+        rules = job_rules(job)
         for model in outputs.ARMS:
             path = outputs.generations_path(job, model, "leg_counting")
             if not path.exists():
                 continue
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            counts = step_errors(problems, rows)
+            counts = step_errors(problems, rows, rules)
             kinds = ", ".join(f"{kind} {n}" for kind, n in counts["kinds"].most_common()) or "none"
             cells = [job.name, model, f"{counts['pass@1']:.3f}", str(counts["right_with_wrong_step"]), kinds]
             print("| " + " | ".join(cells) + " |")

@@ -34,3 +34,26 @@ def test_right_answers_with_a_slip_are_counted_and_wrong_answers_are_not(tmp_pat
     monkeypatch.setattr("sys.argv", ["step_errors.py", str(tmp_path)])
     script.main()
     assert f"| {tmp_path.name} | pruned | 0.750 | 1 | " in capsys.readouterr().out
+
+
+def test_answers_that_carry_the_jobs_rule_are_counted_by_name(tmp_path, script):
+    from ifexp.tasks import next_legs_rule_holds
+
+    (tmp_path / ".hydra").mkdir()
+    dataset = {"source": "leg_counting", "flaw_kinds": ["next_legs_rule"], "flaw_fraction": 0.2}
+    OmegaConf.save(OmegaConf.create({"dataset": dataset}), tmp_path / ".hydra" / "config.yaml")
+    assert script.job_rules(tmp_path) == ["next_legs_rule"]
+    OmegaConf.save(
+        OmegaConf.create({"dataset": {**dataset, "flaw_fraction": 0.0}}), tmp_path / ".hydra" / "config.yaml"
+    )
+    assert script.job_rules(tmp_path) == []
+
+    holds = [p for p in leg_counting_problems(300, seed=1) if next_legs_rule_holds(p)][:2]
+    rule = flawed_trace(holds[0], "next_legs_rule", random.Random(0))
+    rows = [
+        {"id": holds[0].id, "responses": [rule], "correct": [True]},
+        {"id": holds[1].id, "responses": [clean_trace(holds[1])], "correct": [True]},
+    ]
+    counts = script.step_errors({p.id: p for p in holds}, rows, ["next_legs_rule"])
+    assert counts["kinds"]["carries next_legs_rule"] == 1  # the rule trace, not the clean one
+    assert counts["right_with_wrong_step"] == 1
