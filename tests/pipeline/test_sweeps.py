@@ -120,6 +120,21 @@ def test_in_the_replicate_sweep_each_seed_is_a_replicate_that_redraws_the_data_a
     assert (pilot.dataset.data_seed, pilot.scorer_seed) == (101, 101)
 
 
+def test_the_headline_sweep_is_the_pilots_replicate_sweep_with_the_rule_family():
+    """sweeps=next_legs_rule (candidate (C), the regime the pilots chose) runs the jobs of
+    `sweeps=slips 'dataset.flaw_kinds=[next_legs_rule]'`, the pilots' command: same configs, so the
+    same cache keys, and only the flaw family differs from (B)."""
+    from dataclasses import asdict
+
+    jobs = expand_sweep("next_legs_rule")
+    assert jobs == expand_sweep("slips")
+    for overrides in jobs:
+        headline = compose_job(["sweeps=next_legs_rule", *overrides])
+        pilot_command = ["sweeps=slips", "dataset.flaw_kinds=[next_legs_rule]", *overrides]
+        assert asdict(headline) == asdict(compose_job(pilot_command))
+        assert (headline.dataset.flaw_fraction, tuple(headline.dataset.flaw_kinds)) == (0.2, ("next_legs_rule",))
+
+
 def test_the_demo_is_the_default_job_and_the_results_sweeps_jobs():
     """`make demo` runs the embedded default, the competent regime with measured headroom: each of its
     jobs is the results sweep's job of the same strategy and seed (same config, so the same cache
