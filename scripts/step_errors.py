@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -46,7 +47,7 @@ def job_rules(job: Path) -> list[str]:
     return [kind for kind in expand_flaw_kinds(dataset.source, dataset.flaw_kinds) if kind in RULE_CARRIED]
 
 
-def step_errors(problems: dict[str, LegProblem], rows: list[dict], rules: list[str] = ()) -> dict:
+def step_errors(problems: dict[str, LegProblem], rows: list[dict], rules: Sequence[str] = ()) -> dict:
     """pass@1 of the first response per problem, right answers with a wrong step, error kinds, and
     the answers that carry each of `rules`."""
     kinds: Counter[str] = Counter()
