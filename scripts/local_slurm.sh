@@ -20,6 +20,11 @@
 #
 # Exit status 4: no cluster can be started here (not root, no apt-get, apt-get failed).
 # Idempotent: start on a running cluster only checks it is up; stop on a stopped one does nothing.
+# A start without a running slurmctld makes a new cluster: whatever of an earlier one is still up is
+# stopped, and its job state, spool and accounting database are wiped. An earlier cluster that was
+# killed (a lost machine, a killed test session) left jobs in its saved state that slurmctld would
+# recover as running on the node's CPUs or requeue, so the new cluster's jobs waited behind them
+# (CI, 2026-12-06: a killed session's two jobs held both CPUs for 30 min).
 # Ports: $IFEXP_SLURM_PORT (default 6817) = slurmctld, +1 slurmd, +2 slurmdbd, +3 MariaDB.
 set -euo pipefail
 
@@ -196,9 +201,17 @@ cmd_start() {
 	else
 		[[ $(id -u) == 0 ]] || cannot_install "the daemons run as root (SlurmUser=root): run '$0 start' as root"
 		install_packages
-		alive "$DIR/slurmctld.pid" || write_config
+		local fresh=
+		if ! alive "$DIR/slurmctld.pid"; then
+			fresh=1
+			cmd_stop
+			rm -rf "${DIR:?}"/state/* "${DIR:?}"/spool/*
+			write_config
+		fi
 		start_munge
 		start_database
+		# slurmdbd recreates its tables; without this, job ids restart at 1 and sacct -j finds the old jobs
+		[[ -z $fresh ]] || mysql_client -e "DROP DATABASE IF EXISTS slurm_acct_db"
 		start_daemons
 		wait_for 60 "node $HOST (state: $(node_state))" node_ready
 		# a node drained by an earlier unclean stop comes back
