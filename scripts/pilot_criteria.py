@@ -7,8 +7,10 @@ outputs of the same replicates.
 Per replicate (a job's `replicate` in metrics.json): (1) flaw rate in [0.1, 0.3]; (2) every flaw
 kind's lexical ceiling <= 0.8; (3) the full-data model's in-domain pass@1 (`eval.eval_full=true`) in
 [0.3, 0.7] and |Q_C|, |Q_I| >= 30; (4) headroom, the oracle's Δ vs Random: > 0 in each replicate
-and >= +0.03 in the mean. Then each cheap baseline's Δ vs Random, mean over the replicates.
-Prints a Markdown table; a criterion it cannot read is `n/a` and fails.
+and >= +0.03 in the mean. Then each cheap baseline's Δ vs Random per replicate, with its paired
+disagreements and SE over the test problems (the job's generations), and the best cheap baseline: the
+highest mean Δ vs Random among those that ran on every replicate (the plan's primary opponent).
+Prints Markdown tables; a criterion it cannot read is `n/a` and fails.
 """
 
 from __future__ import annotations
@@ -16,24 +18,27 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from statistics import mean
+from statistics import mean, pvariance
 from typing import Any
 
 from ifexp import outputs
+from ifexp.report.jobs import read_pass_rates
 from ifexp.tasks import FAMILIES
 
 CHEAP_BASELINES = ("answer_check", "length", "embedding", "perplexity", "theta_loss", "difficulty")
 CEILING_PREFIX = "flaw/lexical_ceiling/"
 MIN_QUERIES = 30
+RUN_DIR = "run_dir"  # not a metric: where read_jobs found the job
 
 
 def read_jobs(sweep: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """metrics.json of every finished job under `sweep`, by replicate, then by strategy."""
+    """metrics.json of every finished job under `sweep`, by replicate, then by strategy; each with its
+    folder under RUN_DIR."""
     replicates: dict[str, dict[str, dict[str, Any]]] = {}
     for path in sorted(sweep.glob("*/metrics.json")):
-        metrics = json.loads(path.read_text())
+        metrics = {**json.loads(path.read_text()), RUN_DIR: path.parent}
         replicates.setdefault(metrics["replicate"], {})[metrics["strategy"]] = metrics
-    return replicates
+    return dict(sorted(replicates.items()))
 
 
 def query_counts(flaws_files: list[Path]) -> dict[str, tuple[int, int]]:
@@ -85,6 +90,31 @@ def baseline_deltas(replicates: dict[str, dict[str, dict[str, Any]]], benchmark:
     }
 
 
+def paired_vs_random(job: dict[str, Any], benchmark: str) -> tuple[int, int, float] | None:
+    """(problems only the job's model answers right, only Random's, the paired SE of Δ) over the test
+    problems, from the job's generations of both models; None where they are not saved."""
+    files = [outputs.generations_path(job[RUN_DIR], arm, benchmark) for arm in ("pruned", "random")]
+    if not all(path.exists() for path in files):
+        return None
+    pruned, random = (read_pass_rates(path) for path in files)
+    if pruned.keys() != random.keys():
+        raise ValueError(f"{job[RUN_DIR]}: the two models were graded on different problems")
+    diffs = [float(pruned[problem] - random[problem]) for problem in pruned]
+    return sum(d > 0 for d in diffs), sum(d < 0 for d in diffs), (pvariance(diffs) / len(diffs)) ** 0.5
+
+
+def best_cheap_baseline(deltas: dict[str, list[float]], n_replicates: int) -> str | None:
+    """The cheap baseline with the highest mean Δ vs Random among those measured on every replicate."""
+    complete = {name: mean(values) for name, values in deltas.items() if len(values) == n_replicates}
+    return max(complete, key=complete.__getitem__) if complete else None
+
+
+def _paired_cell(job: dict[str, Any], benchmark: str) -> str:
+    paired = paired_vs_random(job, benchmark)
+    delta = f"{job[outputs.delta_key(benchmark)]:+.3f}"
+    return delta if paired is None else f"{delta} ({paired[0]} / {paired[1]}, {paired[2]:.3f})"
+
+
 def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
 
@@ -113,11 +143,23 @@ def main() -> None:
     measured = [h for h in headrooms if h is not None]
     if measured:
         print(f"\nheadroom, mean over {len(measured)} replicates: {mean(measured):+.3f} (criterion 4: >= +0.030)")
-    print("\n| cheap baseline | Δ vs Random per replicate | mean |")
-    print("|---|---|---|")
+    names = list(replicates)
+    print("\nΔ vs Random per replicate (disagreements: the strategy's model only / Random's only; paired SE)\n")
+    print(f"| strategy | {' | '.join(names)} | mean |")
+    print("|---" * (len(names) + 2) + "|")
     deltas = baseline_deltas(replicates, args.benchmark)
-    for name, values in sorted(deltas.items(), key=lambda item: -mean(item[1])):
-        print(f"| {name} | {', '.join(f'{v:+.3f}' for v in values)} | {mean(values):+.3f} |")
+    for name in ["oracle", *sorted(deltas, key=lambda name: -mean(deltas[name]))]:
+        ran = [jobs[name] for jobs in replicates.values() if name in jobs]
+        if not ran:
+            continue
+        cells = [_paired_cell(jobs[name], args.benchmark) if name in jobs else "—" for jobs in replicates.values()]
+        average = mean(job[outputs.delta_key(args.benchmark)] for job in ran)
+        print(f"| {name} | {' | '.join(cells)} | {average:+.3f} over {len(ran)} |")
+    best = best_cheap_baseline(deltas, len(names))
+    if best is None:
+        print(f"\nbest cheap baseline: not named (none of {', '.join(CHEAP_BASELINES)} ran on every replicate)")
+    else:
+        print(f"\nbest cheap baseline (highest mean Δ vs Random over all {len(names)} replicates): {best}")
 
 
 if __name__ == "__main__":

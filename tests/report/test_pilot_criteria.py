@@ -55,3 +55,26 @@ def test_query_counts_are_matched_to_their_replicate_by_the_seed_override(tmp_pa
     bench = {"overrides": ["sweeps=slips", "seed=101"], "queries": {"n_correct": 111, "n_incorrect": 145}}
     (tmp_path / "f.json").write_text(json.dumps(bench))
     assert pilot.query_counts([tmp_path / "f.json"]) == {"data_seed=101,scorer_seed=101": (111, 145)}
+
+
+def test_the_best_cheap_baseline_is_named_only_among_those_run_on_every_replicate(pilot):
+    deltas = {"perplexity": [0.06, 0.04, 0.0], "embedding": [0.045, 0.035], "length": [-0.02, 0.01, 0.04]}
+    # embedding's mean is the highest, but it has not run on the third replicate
+    assert pilot.best_cheap_baseline(deltas, 3) == "perplexity"
+    assert pilot.best_cheap_baseline({"embedding": [0.045, 0.035]}, 3) is None
+
+
+def test_paired_disagreements_and_se_come_from_both_models_generations(tmp_path, pilot):
+    write(tmp_path, "perplexity", 100, 0.25)
+    job = pilot.read_jobs(tmp_path)["data_seed=100,scorer_seed=100"]["perplexity"]
+    generations = tmp_path / "perplexity-p0.25-seed100" / "generations"
+    generations.mkdir()
+    # four problems: the strategy's model alone right on 0 and 1, Random's alone on 2, both on 3
+    for arm, correct in (("pruned", [1, 1, 0, 1]), ("random", [0, 0, 1, 1])):
+        lines = [json.dumps({"id": i, "correct": [c]}) for i, c in enumerate(correct)]
+        (generations / f"{arm}_leg_counting.jsonl").write_text("\n".join(lines))
+    better, worse, se = pilot.paired_vs_random(job, "leg_counting")
+    # d = (1, 1, -1, 0): mean 0.25, population variance 0.6875, SE sqrt(0.6875 / 4)
+    assert (better, worse) == (2, 1) and se == pytest.approx((0.6875 / 4) ** 0.5)
+    (generations / "random_leg_counting.jsonl").unlink()
+    assert pilot.paired_vs_random(job, "leg_counting") is None
