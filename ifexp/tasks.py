@@ -403,9 +403,15 @@ def inject_leg_flaws(
     return examples
 
 
+def leg_counting_split_problems(cfg: DatasetConfig) -> list[LegProblem]:
+    """The problems of a leg_counting dataset's three splits, train then val then test: what the step
+    checker needs to read a job's answers (its generations carry the question, not the animals)."""
+    return leg_counting_problems(cfg.n_train + cfg.n_val + cfg.n_test, seed=cfg.data_seed)
+
+
 def leg_counting_splits(cfg: DatasetConfig) -> tuple[list[Example], list[Example], list[Example]]:
     """(train, val, test): distinct problems; flaws (dataset.flaw_fraction, flaw_kinds) in train only."""
-    problems = leg_counting_problems(cfg.n_train + cfg.n_val + cfg.n_test, seed=cfg.data_seed)
+    problems = leg_counting_split_problems(cfg)
     kinds = expand_flaw_kinds(cfg.source, cfg.flaw_kinds)
     train = inject_leg_flaws(
         problems[: cfg.n_train],

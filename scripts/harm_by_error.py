@@ -27,7 +27,7 @@ from ifexp.stages.base_model import prepare_model
 from ifexp.stages.dataset import build_dataset
 from ifexp.stages.eval import read_generations
 from ifexp.stages.queries import query_examples
-from ifexp.tasks import leg_counting_problems
+from ifexp.tasks import leg_counting_split_problems
 from ifexp.trace_check import RULE_CARRIED, leg_trace_errors
 
 MIN_QUERIES = 5  # a part of Q_I smaller than this gets no AUROC
@@ -44,8 +44,7 @@ def main(overrides: list[str]) -> dict:
     scores = job.artifacts["scores"]
     influence = np.load(Path(scores) / "influence.npy")
     flawed = np.array([bool(f) for f in signals.flaw])
-    n = cfg.dataset.n_train + cfg.dataset.n_val + cfg.dataset.n_test
-    problems = {p.id: p for p in leg_counting_problems(n, seed=cfg.dataset.data_seed)}
+    problems = {p.id: p for p in leg_counting_split_problems(cfg.dataset)}
     # influence.npy's columns are the query store's rows (ids.json: the answers that fit the model)
     queries, grades = query_examples(read_generations(job.artifacts["queries"]))
     by_id = {q.id: (q, bool(ok)) for q, ok in zip(queries, grades, strict=True)}

@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ifexp import outputs
-from ifexp.tasks import LegProblem, expand_flaw_kinds, leg_counting_problems
+from ifexp.tasks import LegProblem, expand_flaw_kinds, leg_counting_split_problems
 from ifexp.trace_check import RULE_CARRIED, leg_trace_errors
 
 ANSWER_KINDS = {"final_answer_wrong", "final_answer_missing"}
@@ -35,8 +35,7 @@ def job_problems(job: Path) -> dict[str, LegProblem]:
     dataset = OmegaConf.load(outputs.saved_config_path(job)).dataset
     if dataset.source != "leg_counting":
         raise SystemExit(f"step_errors: {job} is a {dataset.source} job; the step checker reads leg_counting only")
-    n = dataset.n_train + dataset.n_val + dataset.n_test
-    return {p.id: p for p in leg_counting_problems(n, seed=int(dataset.data_seed))}
+    return {p.id: p for p in leg_counting_split_problems(dataset)}
 
 
 def job_rules(job: Path) -> list[str]:

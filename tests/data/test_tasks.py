@@ -19,6 +19,8 @@ from ifexp.tasks import (
     inject_leg_flaws,
     leg_counting_examples,
     leg_counting_problems,
+    leg_counting_split_problems,
+    leg_counting_splits,
     legs_of,
 )
 from ifexp.validation import validate
@@ -306,3 +308,14 @@ def test_the_next_legs_rule_states_every_fact_right_multiplies_by_the_next_anima
         "queries/n_incorrect_carrying/next_legs_rule": 1,
         "queries/n_correct_carrying/next_legs_rule": 0,
     }
+
+
+def test_the_split_problems_are_the_problems_of_the_splits_questions():
+    # the step checker reads a job's answers against these problems (scripts/step_errors.py)
+    cfg = leg_config(data_seed=5, flaw_fraction=0.25, flaw_kinds=["next_legs_rule"])
+    train, val, test = leg_counting_splits(cfg)
+    problems = leg_counting_split_problems(cfg)
+    assert [(p.id, p.question) for p in problems[cfg.n_train :]] == [(e.id, e.question) for e in val + test]
+    # the clean training traces are on the first n_train problems (rule traces on problems of their own)
+    clean = {e.id: e.question for e in train if not e.flaw}
+    assert clean and all(clean[p.id] == p.question for p in problems[: cfg.n_train] if p.id in clean)
