@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from helpers import REPO
+from helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slurm
 
 PORT = 7817  # the session's cluster uses 6817-6820
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
-
-
-def wait_for(condition, what: str, timeout: float = 60):
-    deadline = time.time() + timeout
-    while not (value := condition()):
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-    return value
 
 
 def kill_daemons(folder: Path) -> None:
@@ -59,7 +51,7 @@ def test_a_cluster_killed_mid_job_comes_back_with_no_job_of_the_dead_one(slurm_c
         job_pid = tmp_path / "job.pid"
         cpus = slurm("sinfo", "-h", "-o", "%c").split()[0]
         slurm("sbatch", "-o", "/dev/null", "-c", cpus, "--wrap", f"echo $$ > {job_pid}; exec sleep 600")
-        pid = wait_for(lambda: job_pid.exists() and job_pid.read_text().strip(), "the job to start")
+        pid = wait_until(lambda: job_pid.exists() and job_pid.read_text().strip(), "the job to start", 60)
         step_daemon = parent_pid(int(pid))
         kill_daemons(folder)
         subprocess.run(["kill", "-9", pid, str(step_daemon)], check=False)
@@ -67,7 +59,7 @@ def test_a_cluster_killed_mid_job_comes_back_with_no_job_of_the_dead_one(slurm_c
         script("start")
         assert slurm("squeue", "-h") == "", "the new cluster holds the killed cluster's jobs"
         job = slurm("sbatch", "-o", "/dev/null", "--parsable", "-c", "1", "--wrap", "true").strip()
-        wait_for(lambda: "COMPLETED" in slurm("sacct", "-n", "-X", "-j", job, "-o", "State"), f"job {job} to run")
+        wait_until(lambda: "COMPLETED" in slurm("sacct", "-n", "-X", "-j", job, "-o", "State"), f"job {job} to run", 60)
         # the accounting database is new too: job ids restart, and sacct must not answer with the old job
         assert len(slurm("sacct", "-n", "-X", "-D", "-j", job, "-o", "JobID").split()) == 1
     finally:

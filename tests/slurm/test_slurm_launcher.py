@@ -24,6 +24,7 @@ import pytest
 from helpers import REPO
 from helpers.data import EASY_TRAINING
 from helpers.plugins import CHEAP_JOB, MODULE, STRATEGY, removed_as_expected, write_plugin
+from helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -136,16 +137,6 @@ def test_two_processes_run_as_an_srun_step_of_two_tasks(slurm_cluster, two_job_s
     two_processes = json.loads(next((tmp_path / "sweep").glob("*/selection.json")).read_text())
     assert one_process["strategy"] == two_processes["strategy"] == "combined"
     assert two_processes["removed"] == one_process["removed"]
-
-
-def wait_until(condition, what: str, timeout: float, process: subprocess.Popen | None = None):
-    deadline = time.time() + timeout
-    while not (value := condition()):
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"ifexp ended (exit {process.returncode}) before {what}")
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-    return value
 
 
 def test_a_requeued_job_resumes_from_the_cache(slurm_cluster, easy_cot, tmp_path):
