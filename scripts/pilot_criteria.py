@@ -9,8 +9,10 @@ kind's lexical ceiling <= 0.8; (3) the full-data model's in-domain pass@1 (`eval
 [0.3, 0.7] and |Q_C|, |Q_I| >= 30; (4) headroom, the oracle's Δ vs Random: > 0 in each replicate
 and >= +0.03 in the mean. Then each cheap baseline's Δ vs Random per replicate, with its paired
 disagreements and SE over the test problems (the job's generations), and the best cheap baseline: the
-highest mean Δ vs Random among those that ran on every replicate (the plan's primary opponent).
-Prints Markdown tables; a criterion it cannot read is `n/a` and fails.
+highest mean Δ vs Random among those that ran on every replicate (the plan's primary opponent); every
+other strategy's Δ below them (on a headline sweep: the influence strategies). Only the jobs at one
+pruning fraction are read (`--fraction`, 0.25). Prints Markdown tables; a criterion it cannot read is
+`n/a` and fails.
 """
 
 from __future__ import annotations
@@ -31,13 +33,22 @@ MIN_QUERIES = 30
 RUN_DIR = "run_dir"  # not a metric: where read_jobs found the job
 
 
-def read_jobs(sweep: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """metrics.json of every finished job under `sweep`, by replicate, then by strategy; each with its
-    folder under RUN_DIR."""
+def read_jobs(sweep: Path, fraction: float = 0.25) -> dict[str, dict[str, dict[str, Any]]]:
+    """metrics.json of every finished job under `sweep` that pruned `fraction`, by replicate, then by
+    strategy; each with its folder under RUN_DIR. Two jobs of one strategy in one replicate (another
+    config beside it in the same sweep folder) are an error, not one of them silently kept."""
     replicates: dict[str, dict[str, dict[str, Any]]] = {}
     for path in sorted(sweep.glob("*/metrics.json")):
         metrics = {**json.loads(path.read_text()), RUN_DIR: path.parent}
-        replicates.setdefault(metrics["replicate"], {})[metrics["strategy"]] = metrics
+        if metrics["fraction"] != fraction:
+            continue
+        jobs = replicates.setdefault(metrics["replicate"], {})
+        if metrics["strategy"] in jobs:
+            raise ValueError(
+                f"{path.parent} and {jobs[metrics['strategy']][RUN_DIR]}: two {metrics['strategy']} jobs of "
+                f"replicate {metrics['replicate']} at fraction {fraction}; give each config its own sweep folder"
+            )
+        jobs[metrics["strategy"]] = metrics
     return dict(sorted(replicates.items()))
 
 
@@ -124,8 +135,9 @@ def main() -> None:
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--flaws", type=Path, nargs="*", default=[], help="ifexp-bench flaws outputs")
     parser.add_argument("--benchmark", default="leg_counting", help="the in-domain benchmark's name")
+    parser.add_argument("--fraction", type=float, default=0.25, help="only the jobs that pruned this fraction")
     args = parser.parse_args()
-    replicates = read_jobs(args.sweep)
+    replicates = read_jobs(args.sweep, args.fraction)
     counts = query_counts(args.flaws)
     columns = "flaw rate | highest kind ceiling | full-data pass@1 | \\|Q_C\\|, \\|Q_I\\| | oracle − Random"
     print(f"| replicate | {columns} | (1) | (2) | (3) | (4) |")
@@ -148,7 +160,8 @@ def main() -> None:
     print(f"| strategy | {' | '.join(names)} | mean |")
     print("|---" * (len(names) + 2) + "|")
     deltas = baseline_deltas(replicates, args.benchmark)
-    for name in ["oracle", *sorted(deltas, key=lambda name: -mean(deltas[name]))]:
+    others = sorted({name for jobs in replicates.values() for name in jobs} - {"oracle", "random", *deltas})
+    for name in ["oracle", *sorted(deltas, key=lambda name: -mean(deltas[name])), *others]:
         ran = [jobs[name] for jobs in replicates.values() if name in jobs]
         if not ran:
             continue

@@ -11,11 +11,12 @@ def pilot(load_script):
     return load_script("pilot_criteria")
 
 
-def write(root: Path, strategy: str, seed: int, delta: float, **extra) -> None:
-    folder = root / f"{strategy}-p0.25-seed{seed}"
+def write(root: Path, strategy: str, seed: int, delta: float, fraction: float = 0.25, **extra) -> None:
+    folder = root / f"{strategy}-p{fraction}-seed{seed}"
     folder.mkdir(parents=True)
     metrics = {
         "strategy": strategy,
+        "fraction": fraction,
         "replicate": f"data_seed={seed},scorer_seed={seed}",
         "n_train": 256,
         "n_train_flawed": 51,
@@ -48,6 +49,23 @@ def test_each_criterion_is_read_per_replicate_and_the_baselines_ranked_by_mean_d
     assert pilot.criteria(replicates["data_seed=101,scorer_seed=101"], None, "leg_counting")["ok_competent"] is None
     deltas = pilot.baseline_deltas(replicates, "leg_counting")
     assert deltas == {"perplexity": [0.02, 0.0], "length": [-0.01, 0.03]}
+
+
+def test_only_one_fraction_is_read_and_two_jobs_of_one_strategy_are_an_error(tmp_path, pilot):
+    write(tmp_path, "random", 0, 0.0)
+    write(tmp_path, "random", 0, 0.0, fraction=0.1)
+    write(tmp_path, "perplexity", 0, 0.04)
+    write(tmp_path, "perplexity", 0, -0.02, fraction=0.1)
+    at_quarter, at_tenth = (pilot.read_jobs(tmp_path, f)["data_seed=0,scorer_seed=0"] for f in (0.25, 0.1))
+    assert at_quarter["perplexity"]["delta_vs_random/leg_counting"] == 0.04
+    assert at_tenth["perplexity"]["delta_vs_random/leg_counting"] == -0.02
+    # the same strategy, fraction and replicate twice (e.g. another prefilter in the same folder)
+    (tmp_path / "perplexity-prefiltered").mkdir()
+    (tmp_path / "perplexity-prefiltered" / "metrics.json").write_text(
+        (tmp_path / "perplexity-p0.25-seed0" / "metrics.json").read_text()
+    )
+    with pytest.raises(ValueError, match="two perplexity jobs of replicate data_seed=0,scorer_seed=0"):
+        pilot.read_jobs(tmp_path)
 
 
 def test_query_counts_are_matched_to_their_replicate_by_the_seed_override(tmp_path, pilot):
