@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,9 +91,22 @@ def test_batch_size_must_divide_among_processes(tiny_model, tiny_model_cfg, smal
         run_sharded(finetune, kwargs, 2)
 
 
-def test_a_crashing_worker_is_one_line(tmp_path):
+def test_a_crashing_worker_is_one_line_and_its_traceback_is_logged(caplog):
     with pytest.raises(IfexpError, match=r"^getcwd failed in a 2-process run \(exit"):
         run_sharded(os.getcwd, {"unexpected": 1}, 2)
+    assert "TypeError: posix.getcwd() takes no keyword arguments" in caplog.text  # the job's run.log gets it
+
+
+def test_a_worker_killed_by_a_signal_leaves_its_stack(capfd, caplog, monkeypatch):
+    from helpers import workers
+
+    tests_dir = str(Path(workers.__file__).parents[1])  # the worker imports helpers.workers by name
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+    with pytest.raises(IfexpError, match=r"^abort_on_rank_one failed in a 2-process run \(exit"):
+        run_sharded(workers.abort_on_rank_one, {}, 2)
+    for shown in (capfd.readouterr().err, caplog.text):  # on stderr as it happens, and in the job's log
+        assert "Fatal Python error: Aborted" in shown
+        assert 'workers.py", line' in shown and "in abort_on_rank_one" in shown  # where in the worker it died
 
 
 @pytest.mark.slow
