@@ -172,7 +172,10 @@ def main() -> None:
     if best is None:
         print(f"\nbest cheap baseline: not named (none of {', '.join(CHEAP_BASELINES)} ran on every replicate)")
     else:
-        print(f"\nbest cheap baseline (highest mean Δ vs Random over all {len(names)} replicates): {best}")
+        print(
+            f"\nbest cheap baseline (highest mean Δ vs Random over all {len(names)} replicates): {best}"
+            " (the plan's opponent when these are the pilots; a headline sweep keeps the one the plan named)"
+        )
 
 
 if __name__ == "__main__":
