@@ -17,7 +17,6 @@ group; with one process every helper here is a no-op, so the same code runs unsh
 
 from __future__ import annotations
 
-import codecs
 import faulthandler
 import importlib
 import logging
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ifexp.child_output import PassedThrough
 from ifexp.schema import CHOICES, IfexpError, expected_one_of
 
 LAUNCHERS = CHOICES["compute.launcher"]
@@ -137,17 +137,13 @@ def run_sharded(function, kwargs: dict[str, Any], num_processes: int, launcher: 
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_passing_stderr_through(command: list[str], env: dict[str, str], keep: int = STDERR_KEPT) -> tuple[int, str]:
+def _run_passing_stderr_through(command: list[str], env: dict[str, str]) -> tuple[int, str]:
     """Runs command with its stderr shown as it comes (progress bars); its exit code and stderr's last
-    `keep` bytes."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end inside a character
-    tail = b""
+    STDERR_KEPT bytes."""
+    output = PassedThrough(STDERR_KEPT)
     with subprocess.Popen(command, env=env, stderr=subprocess.PIPE) as process:
-        while chunk := os.read(process.stderr.fileno(), 1 << 16):
-            sys.stderr.write(decoder.decode(chunk))
-            sys.stderr.flush()
-            tail = (tail + chunk)[-keep:]
-    return process.returncode, tail.decode(errors="replace")
+        output.copy(process.stderr)
+    return process.returncode, output.tail_text()
 
 
 def _env_from_slurm() -> None:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ifexp.child_output import PassedThrough
 from ifexp.evaluate import vllm_worker
 from ifexp.evaluate.samples import Sample, cut_at_eos
 from ifexp.registry import Registry
@@ -245,8 +246,7 @@ class VllmServer:
     through to our stderr as it comes, and the end of it kept for the error message."""
 
     def __init__(self, engine: EngineConfig, keep: int = 16384):
-        self.keep = keep
-        self.tail = b""
+        self.output = PassedThrough(keep)
         done_read, done_write = os.pipe()
         self.process = subprocess.Popen(
             [sys.executable, "-m", vllm_worker.__name__, "--serve", str(done_write)],
@@ -258,17 +258,8 @@ class VllmServer:
         )
         os.close(done_write)
         self.done = os.fdopen(done_read)
-        self.pump = threading.Thread(target=self._pass_output_through, daemon=True)
+        self.pump = threading.Thread(target=self.output.copy, args=(self.process.stdout,), daemon=True)
         self.pump.start()
-
-    def _pass_output_through(self) -> None:
-        for chunk in iter(lambda: self.process.stdout.read1(4096), b""):
-            if hasattr(sys.stderr, "buffer"):
-                sys.stderr.buffer.write(chunk)
-            else:  # a replaced stderr (some test runners) takes text only
-                sys.stderr.write(chunk.decode(errors="replace"))
-            sys.stderr.flush()
-            self.tail = (self.tail + chunk)[-self.keep :]
 
     def generate(self, request: dict[str, Any]) -> dict[str, list[list[Sample]]]:
         names = ", ".join(job["name"] for job in request["jobs"])
@@ -286,7 +277,7 @@ class VllmServer:
             if not answered:
                 returncode = self.close()
                 self.pump.join(timeout=10)
-                tail = "\n".join(self.tail.decode(errors="replace").strip().splitlines()[-15:])
+                tail = "\n".join(self.output.tail_text().strip().splitlines()[-15:])
                 raise RuntimeError(f"vLLM generation failed for {names} (exit {returncode}):\n{tail}")
             return {
                 name: [[Sample(**s) for s in samples] for samples in per_prompt]
