@@ -83,9 +83,24 @@ def cell_estimates(root: Path, cell: Cell, bench: str) -> tuple[Estimate | None,
             per_seed = recorded_per_seed(cell, delta_key(bench))
             delta = seed_estimate(per_seed, paired=True) if per_seed else None
     # the replicate is the unit of evidence (stats.over_replicates)
-    replicate_of = {job.seed: job.replicate for job in cell.jobs}
+    replicate_of = replicates_of(cell)
     passes, delta = (over_replicates(e, replicate_of) if e is not None else None for e in (passes, delta))
     return passes, delta
+
+
+def replicates_of(ours: Cell, theirs: Cell | None = None) -> dict[int, str]:
+    """{seed: replicate} of a row's jobs; for a comparison of two rows, a seed whose two jobs were
+    different draws (rows in sections that differ in the data seed) is the pair of their replicates,
+    so each pair of draws stays one unit."""
+    mine = {job.seed: job.replicate for job in ours.jobs}
+    if theirs is None:
+        return mine
+    other = {job.seed: job.replicate for job in theirs.jobs}
+    replicate_of = {}
+    for seed in mine.keys() | other.keys():
+        a, b = mine.get(seed), other.get(seed)
+        replicate_of[seed] = b if a is None else a if b is None or a == b else f"{a} vs {b}"
+    return replicate_of
 
 
 def recorded_per_seed(cell: Cell, key: str) -> dict[int, float]:
@@ -119,9 +134,14 @@ def find_row(rows: list[dict], name: str) -> dict | None:
 
 
 def paired_on_common_seeds(
-    ours: dict[int, dict[str, Fraction]], theirs: dict[int, dict[str, Fraction]], launched: set[int], what: str
+    ours: dict[int, dict[str, Fraction]],
+    theirs: dict[int, dict[str, Fraction]],
+    launched: set[int],
+    what: str,
+    replicate_of: dict[int, str],
 ) -> Estimate | None:
-    """paired_estimate of ours − theirs on the seeds both have; the launched seeds it leaves out are named."""
+    """paired_estimate of ours − theirs on the seeds both have, over replicates where the seeds span
+    several (stats.over_replicates); the launched seeds it leaves out are named."""
     pairs = pair_arms(ours, theirs, what)
     if not pairs:
         return None
@@ -132,7 +152,7 @@ def paired_on_common_seeds(
             f"; on {'seed' if len(pairs) == 1 else 'seeds'} {', '.join(map(str, sorted(pairs)))} only, "
             f"the ones both rows have (left out: {', '.join(map(str, left_out))})"
         )
-    return estimate
+    return over_replicates(estimate, replicate_of)
 
 
 def versus_estimates(root: Path, rows: list[dict], baseline: dict, benchmarks: list[str]) -> list[dict]:
@@ -144,10 +164,12 @@ def versus_estimates(root: Path, rows: list[dict], baseline: dict, benchmarks: l
         if row is baseline:
             continue
         launched = set(row["seeds"]) | set(baseline["seeds"])
+        replicate_of = replicates_of(row["cell"], baseline["cell"])
         deltas = {}
         for bench in benchmarks:
             what = f"{row['cell'].label} vs {baseline['cell'].label}: {bench}"
-            estimate = paired_on_common_seeds(arm_rates(root, row["cell"], bench), theirs[bench], launched, what)
+            ours = arm_rates(root, row["cell"], bench)
+            estimate = paired_on_common_seeds(ours, theirs[bench], launched, what, replicate_of)
             if estimate is not None:
                 deltas[bench] = estimate
         if deltas:
@@ -193,18 +215,19 @@ def across_estimates(root: Path, rows: list[dict], reference_rows: list[dict], b
         if reference is None:
             continue
         launched = set(row["seeds"]) | set(reference["seeds"])
+        replicate_of = replicates_of(row["cell"], reference["cell"])
         entry: dict[str, Any] = {"cell": row["cell"], "pass": {}, "delta": {}}
         for bench in benchmarks:
             what = f"{row['cell'].label}: {bench}: across sections"
             ours, theirs = arm_rates(root, row["cell"], bench), arm_rates(root, reference["cell"], bench)
-            estimate = paired_on_common_seeds(ours, theirs, launched, what)
+            estimate = paired_on_common_seeds(ours, theirs, launched, what, replicate_of)
             if estimate is not None:
                 entry["pass"][bench] = estimate
             if row["cell"].strategy != "random":
                 # each job's pruned arm is read once, above; only the Random arms are read here
                 our_deltas = delta_rates(ours, arm_rates(root, row["cell"], bench, "random"), what)
                 their_deltas = delta_rates(theirs, arm_rates(root, reference["cell"], bench, "random"), what)
-                estimate = paired_on_common_seeds(our_deltas, their_deltas, launched, what)
+                estimate = paired_on_common_seeds(our_deltas, their_deltas, launched, what, replicate_of)
                 if estimate is not None:
                     entry["delta"][bench] = estimate
         if entry["pass"]:

@@ -441,15 +441,25 @@ def test_a_job_that_recorded_its_digest_before_engine_reuse_joined_the_list_is_r
 REPLICATE_EXTRA = [2, 5, 1, 4, 3]
 
 
-def write_replicates(root, extra=REPLICATE_EXTRA, shared=False):
-    """One combined job per replicate r (seed r; data_seed and scorer_seed r, or 0 for all when shared)."""
+def write_replicates(root, extra=REPLICATE_EXTRA, shared=False, name="combined", **overrides):
+    """One job per replicate r (seed r; data_seed and scorer_seed r, or 0 for all when shared), its
+    config job_config's with `overrides`; its folder `name`-r."""
     for r, wins in enumerate(extra):
         draw = 0 if shared else r
-        config = job_config(seed=r, **{"dataset.data_seed": draw, "scorer_seed": draw})
+        config = job_config(seed=r, **{"dataset.data_seed": draw, "scorer_seed": draw, **overrides})
         random = {f"r{draw}-p{i}": [i < 6] for i in range(24)}
         pruned = {f"r{draw}-p{i}": [i < 6 + wins] for i in range(24)}
         replicate = {"replicate": f"data_seed={draw},scorer_seed={draw}"}
-        write_job(root / f"combined-{r}", config, pruned, random, metrics=replicate)
+        write_job(root / f"{name}-{r}", config, pruned, random, metrics=replicate)
+
+
+def t_interval_text(per_replicate):
+    """mean [95% t-interval] of per-replicate values, as the report prints them, by hand."""
+    from scipy.stats import t
+
+    values = np.asarray(per_replicate, dtype=float)
+    mean, half = values.mean(), t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
 
 
 def test_replicates_are_the_unit_a_t_interval_over_them_with_the_bootstrap_conditional(tmp_path):
@@ -483,3 +493,45 @@ def test_seeds_under_one_replicate_say_their_interval_is_conditional_on_one_draw
     report = write_report(tmp_path).read_text()
     assert "t-interval" not in report
     assert "one draw of the data and theta* (every seed shares the selection's inputs)" in report
+
+
+def test_versus_and_across_rows_over_replicates_get_the_t_interval_over_replicates(tmp_path):
+    """Combined vs perplexity (--versus) and Combined at p=0.5 vs p=0.25 (--across) over 5 replicates:
+    the interval is the t-interval over the per-replicate Δ, named so, the bootstrap kept as conditional."""
+    write_replicates(tmp_path)  # combined at p=0.25 solves 6 + REPLICATE_EXTRA[r] of 24, Random 6
+    perplexity_extra = [1, 1, 2, 0, 3]
+    write_replicates(tmp_path, perplexity_extra, name="perplexity", **{"pruning.strategy": "perplexity"})
+    half_extra = [4, 6, 1, 7, 3]
+    write_replicates(tmp_path, half_extra, name="combined-half", **{"pruning.fraction": 0.5})
+    main([str(tmp_path), "--versus", "perplexity", "--across", "pruning.fraction=0.25"])
+    report = (tmp_path / "report.md").read_text()
+
+    versus = report.split("### Δ pass@1 vs perplexity", 1)[1].split("\n#", 1)[0]
+    expected = t_interval_text((np.array(REPLICATE_EXTRA) - perplexity_extra) / 24)
+    assert f"| combined | {expected} (p=" in versus
+    assert "95% t-interval over 5 replicates (each a fresh draw" in versus
+    assert "secondary, conditional on these selections: 95% paired bootstrap over 120 problems" in versus
+    assert "p: descriptive, the training runs held fixed" in versus
+    assert "mean over 5 replicates +0.067; p over replicates=" in versus
+
+    across = report.split("### Against pruning.fraction=0.25", 1)[1].split("\n## ", 1)[0]
+    passes, deltas = across.split("ΔΔ (Δ vs Random here − there):", 1)
+    expected = t_interval_text((np.array(half_extra) - REPLICATE_EXTRA) / 24)
+    assert f"| combined | {expected} (p=" in passes  # the Random arms agree: pass@1 and ΔΔ are the same
+    assert f"| combined | {expected} (p=" in deltas
+    assert "95% t-interval over 5 replicates" in passes
+
+
+def test_a_seed_whose_two_rows_are_different_draws_is_one_unit_named_by_both():
+    """--across the data seed: a seed's two jobs are two draws; the pair is one unit, not pooled with
+    another seed that happens to share one of them."""
+    from ifexp.report.jobs import Cell, Job
+    from ifexp.report.rows import replicates_of
+
+    def cell(replicates):
+        jobs = [Job(f"j{seed}", "combined", seed, {}, replicate) for seed, replicate in replicates.items()]
+        return Cell((), (), "combined", "combined", jobs)
+
+    ours, theirs = cell({0: "a", 1: "a", 2: "c"}), cell({0: "b", 1: "a", 3: "d"})
+    assert replicates_of(ours) == {0: "a", 1: "a", 2: "c"}
+    assert replicates_of(ours, theirs) == {0: "a vs b", 1: "a", 2: "c", 3: "d"}
