@@ -12,7 +12,8 @@ disagreements and SE over the test problems (the job's generations), and the bes
 highest mean Δ vs Random among those that ran on every replicate (the plan's primary opponent); every
 other strategy's Δ below them (on a headline sweep: the influence strategies). Only the jobs at one
 pruning fraction are read (`--fraction`, 0.25). Prints Markdown tables; a criterion it cannot read is
-`n/a` and fails.
+`n/a` and fails. With `--per-replicate`, instead, one table per replicate: docs/results.md's
+"Headline replicates" tables (each strategy's pass@1, Δ, flaw AUROC and flawed traces removed).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ifexp.tasks import FAMILIES
 CHEAP_BASELINES = ("answer_check", "length", "embedding", "perplexity", "theta_loss", "difficulty")
 CEILING_PREFIX = "flaw/lexical_ceiling/"
 MIN_QUERIES = 30
+CARRYING = "queries/n_incorrect_carrying/"  # θ*'s wrong answers that write a flaw kind's error
 RUN_DIR = "run_dir"  # not a metric: where read_jobs found the job
 
 
@@ -126,6 +128,56 @@ def _paired_cell(job: dict[str, Any], benchmark: str) -> str:
     return delta if paired is None else f"{delta} ({paired[0]} / {paired[1]}, {paired[2]:.3f})"
 
 
+def shared_value(jobs: dict[str, dict[str, Any]], key: str) -> Any:
+    """A value every job of one replicate that recorded `key` must agree on (the data, θ*'s answers,
+    Random's model); None where none recorded it."""
+    values = {job[key] for job in jobs.values() if key in job}
+    if len(values) > 1:
+        raise ValueError(f"{key} differs between the jobs of one replicate: {sorted(values)}")
+    return next(iter(values), None)
+
+
+def replicate_table(jobs: dict[str, dict[str, Any]], benchmark: str) -> list[str]:
+    """One replicate as docs/results.md's "Headline replicates" give it: a line on the data and θ*'s
+    answers, then per strategy (the oracle first, the rest by Δ) its model's pass@1, Δ vs Random with
+    the paired disagreements and SE, the flaw AUROC of its removal ranking and the flawed traces among
+    those it removed (recall × flawed)."""
+    flawed, removed = shared_value(jobs, "n_train_flawed"), shared_value(jobs, "n_train_removed")
+    kinds = sorted({key.rsplit("/", 1)[1] for job in jobs.values() for key in job if key.startswith(CARRYING)})
+    ceiling = shared_value(jobs, "flaw/lexical_ceiling")
+    header = (
+        f"{shared_value(jobs, 'n_train')} traces, {flawed} flawed; lexical ceiling "
+        f"{'n/a' if ceiling is None else f'{ceiling:.3f}'}; |Q_C| {shared_value(jobs, 'queries/n_correct')}, "
+        f"|Q_I| {shared_value(jobs, 'queries/n_incorrect')}"
+    )
+    for kind in kinds:
+        header += (
+            f"; θ*'s wrong answers carrying {kind}: {shared_value(jobs, CARRYING + kind)} "
+            f"(right ones: {shared_value(jobs, f'queries/n_correct_carrying/{kind}')})"
+        )
+    header += f"; Random's model pass@1 {shared_value(jobs, outputs.pass_key(benchmark, 'random')):.3f}"
+    lines = [
+        header,
+        "",
+        "| strategy | pass@1 | Δ vs Random (only / only, paired SE) | flaw AUROC | "
+        f"flawed among the {removed} removed |",
+        "|---|---|---|---|---|",
+    ]
+    delta_key = outputs.delta_key(benchmark)
+    others = sorted((name for name in jobs if name not in ("oracle", "random")), key=lambda n: -jobs[n][delta_key])
+    for name in [*(["oracle"] if "oracle" in jobs else []), *others]:
+        job = jobs[name]
+        auroc, recall = job.get("flaw/auroc"), job.get("flaw/recall")
+        cells = [
+            f"{job[outputs.pass_key(benchmark)]:.3f}",
+            _paired_cell(job, benchmark),
+            "n/a" if auroc is None else f"{auroc:.3f}",
+            "n/a" if recall is None else f"{round(recall * flawed)} of {flawed}",
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
 
@@ -136,8 +188,15 @@ def main() -> None:
     parser.add_argument("--flaws", type=Path, nargs="*", default=[], help="ifexp-bench flaws outputs")
     parser.add_argument("--benchmark", default="leg_counting", help="the in-domain benchmark's name")
     parser.add_argument("--fraction", type=float, default=0.25, help="only the jobs that pruned this fraction")
+    parser.add_argument(
+        "--per-replicate", action="store_true", help="each replicate's table (docs/results.md's headline tables)"
+    )
     args = parser.parse_args()
     replicates = read_jobs(args.sweep, args.fraction)
+    if args.per_replicate:
+        for replicate, jobs in replicates.items():
+            print("\n".join([f"### {replicate}", "", *replicate_table(jobs, args.benchmark), ""]))
+        return
     counts = query_counts(args.flaws)
     columns = "flaw rate | highest kind ceiling | full-data pass@1 | \\|Q_C\\|, \\|Q_I\\| | oracle − Random"
     print(f"| replicate | {columns} | (1) | (2) | (3) | (4) |")

@@ -96,3 +96,30 @@ def test_paired_disagreements_and_se_come_from_both_models_generations(tmp_path,
     assert (better, worse) == (2, 1) and se == pytest.approx((0.6875 / 4) ** 0.5)
     (generations / "random_leg_counting.jsonl").unlink()
     assert pilot.paired_vs_random(job, "leg_counting") is None
+
+
+def test_a_replicate_table_gives_each_strategy_its_row_and_refuses_jobs_that_disagree(tmp_path, pilot):
+    shared = {"n_train_removed": 64, "random_pass@1/leg_counting": 0.55}
+    theta = {"queries/n_correct": 122, "queries/n_incorrect": 134, "queries/n_incorrect_carrying/next_legs_rule": 8}
+    theta["queries/n_correct_carrying/next_legs_rule"] = 1
+    write(tmp_path, "oracle", 1, 0.03, **shared, **{"pass@1/leg_counting": 0.58, "flaw/auroc": 1.0, "flaw/recall": 1.0})
+    write(tmp_path, "length", 1, -0.055, **shared, **{"pass@1/leg_counting": 0.495, "flaw/auroc": 0.481})
+    # recall 14/51, stored as a float: 14 of 51 removed
+    extra = {"pass@1/leg_counting": 0.595, "flaw/auroc": 0.824, "flaw/recall": 14 / 51, **theta}
+    write(tmp_path, "combined", 1, 0.045, **shared, **extra)
+    write(tmp_path, "random", 1, 0.0, **shared, **{"pass@1/leg_counting": 0.55})
+    lines = pilot.replicate_table(pilot.read_jobs(tmp_path)["data_seed=1,scorer_seed=1"], "leg_counting")
+    assert lines[0] == (
+        "256 traces, 51 flawed; lexical ceiling 0.600; |Q_C| 122, |Q_I| 134; θ*'s wrong answers carrying "
+        "next_legs_rule: 8 (right ones: 1); Random's model pass@1 0.550"
+    )
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| strategy")]
+    assert rows == [  # the oracle first, then by Δ; no generations saved: Δ alone; Random is the header's
+        "| oracle | 0.580 | +0.030 | 1.000 | 51 of 51 |",
+        "| combined | 0.595 | +0.045 | 0.824 | 14 of 51 |",
+        "| length | 0.495 | -0.055 | 0.481 | n/a |",
+    ]
+    assert "flawed among the 64 removed" in lines[2]
+    write(tmp_path, "perplexity", 1, 0.0, **{**shared, "random_pass@1/leg_counting": 0.56})
+    with pytest.raises(ValueError, match=r"random_pass@1/leg_counting differs between the jobs of one replicate"):
+        pilot.replicate_table(pilot.read_jobs(tmp_path)["data_seed=1,scorer_seed=1"], "leg_counting")
