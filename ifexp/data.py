@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ifexp.examples import ANSWER_MARK, Example, answer_line, question_key, read_jsonl
 from ifexp.registry import Registry
 from ifexp.schema import DatasetConfig, IfexpError
-from ifexp.tasks import distinct_items, leg_counting_splits
+from ifexp.tasks import distinct_items, generator_seed, leg_counting_splits
 
 FLAW_KINDS = ("arithmetic_error", "wrong_final_answer", "skipped_step", "truncated", "mismatched_trace")
 
@@ -209,7 +209,8 @@ def split_dataset(cfg: DatasetConfig) -> tuple[dict[str, list[Example]], dict[st
 
 
 def _gsm_symbolic_splits(cfg: DatasetConfig, report: dict[str, int | bool]) -> Splits:
-    pool = gsm_symbolic_examples(cfg.n_train + cfg.n_val + cfg.n_test, seed=cfg.data_seed)  # distinct questions
+    # distinct questions; a generator seed of data_seed's own (tasks.generator_seed)
+    pool = gsm_symbolic_examples(cfg.n_train + cfg.n_val + cfg.n_test, seed=generator_seed(cfg.data_seed))
     return pool[: cfg.n_train], pool[cfg.n_train : cfg.n_train + cfg.n_val], pool[cfg.n_train + cfg.n_val :]
 
 

@@ -160,13 +160,31 @@ def legs_of(animal: str) -> int:
     return ANIMALS[animal]
 
 
+# reasoning-gym draws item idx of a dataset made with seed s from Random(s + idx), so seeds s and s + 1
+# give the same items shifted by one: consecutive data seeds would share all but one problem. A data
+# seed therefore owns a block of SEED_BLOCK generator seeds; data seed 0 keeps the ones it always had.
+SEED_BLOCK = 2**24
+RULE_POOL_OFFSET = 7919  # where in its data seed's block a rule kind's problems are drawn (tasks._rule_problems)
+
+
+def generator_seed(data_seed: int, offset: int = 0) -> int:
+    """reasoning-gym's seed for the draw at `offset` in data seed `data_seed`'s block: two data seeds
+    never share an item (distinct_items keeps every draw inside its block)."""
+    if data_seed < 0:
+        raise IfexpError(f"dataset.data_seed={data_seed}: must be >= 0")
+    return data_seed * SEED_BLOCK + offset
+
+
 def distinct_items(task: str, n: int, seed: int, **settings) -> list[tuple[int, str, dict]]:
     """(index, question, item) of the first n reasoning-gym `task` items with distinct questions,
-    deterministic per seed. Oversampled: a few templates repeat a question for small seeds, and
-    only the first of each is kept."""
+    deterministic per seed (a generator seed: `generator_seed`). Oversampled: a few templates repeat
+    a question for small seeds, and only the first of each is kept."""
     import reasoning_gym
 
-    items = reasoning_gym.create_dataset(task, seed=seed, size=max(2 * n, n + 50), **settings)
+    size = max(2 * n, n + 50)
+    if seed % SEED_BLOCK + size > SEED_BLOCK:
+        raise IfexpError(f"{task}: {size} items from generator seed {seed} run into the next data seed's block")
+    items = reasoning_gym.create_dataset(task, seed=seed, size=size, **settings)
     chosen: list[tuple[int, str, dict]] = []
     seen_questions: set[str] = set()
     for index, item in enumerate(items):
@@ -181,7 +199,7 @@ def distinct_items(task: str, n: int, seed: int, **settings) -> list[tuple[int, 
 
 
 def leg_counting_problems(n: int, seed: int, id_prefix: str = "legs") -> list[LegProblem]:
-    """n problems with distinct questions, deterministic per seed."""
+    """n problems with distinct questions, deterministic per generator seed (`generator_seed`)."""
     problems: list[LegProblem] = []
     for index, question, item in distinct_items("leg_counting", n, seed, **LEG_COUNTING_SETTINGS):
         problem = LegProblem(f"{id_prefix}-{seed}-{index}", question, tuple(item["metadata"]["animals"].items()))
@@ -406,7 +424,7 @@ def inject_leg_flaws(
 def leg_counting_split_problems(cfg: DatasetConfig) -> list[LegProblem]:
     """The problems of a leg_counting dataset's three splits, train then val then test: what the step
     checker needs to read a job's answers (its generations carry the question, not the animals)."""
-    return leg_counting_problems(cfg.n_train + cfg.n_val + cfg.n_test, seed=cfg.data_seed)
+    return leg_counting_problems(cfg.n_train + cfg.n_val + cfg.n_test, seed=generator_seed(cfg.data_seed))
 
 
 def leg_counting_splits(cfg: DatasetConfig) -> tuple[list[Example], list[Example], list[Example]]:
@@ -436,6 +454,7 @@ def _rule_problems(problems: list[LegProblem], cfg: DatasetConfig, kinds: tuple[
         needed = flaw_slots(cfg.n_train, cfg.flaw_fraction, kinds).count(kind)
         if not needed:
             continue
-        pool = leg_counting_problems(60 * needed + 200, seed=cfg.data_seed + 7919, id_prefix=f"legs-{kind}")
+        seed = generator_seed(cfg.data_seed, RULE_POOL_OFFSET)
+        pool = leg_counting_problems(60 * needed + 200, seed=seed, id_prefix=f"legs-{kind}")
         found[kind] = [p for p in pool if holds(p) and p.question not in questions][:needed]
     return found

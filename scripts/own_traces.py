@@ -50,7 +50,9 @@ def main() -> None:
 
     cfg = compose_job(["logger=none", *overrides])
     cache = Path(cfg.paths.cache_dir)
-    # the writer's problems and the sampled ones never share a question (one draw, split)
+    # the writer's problems and the sampled ones never share a question (one draw, split). Generator
+    # seed 1000 + --seed, as when (A) ran (docs/results.md): consecutive --seed values are the same
+    # problems shifted by one (tasks.SEED_BLOCK says why), kept so that its numbers reproduce.
     problems = leg_counting_problems(args.n_writer + args.n_problems, seed=1000 + args.seed, id_prefix="own")
     writer_problems, sampled = problems[: args.n_writer], problems[args.n_writer :]
     writer_data = [Example(p.id, p.question, clean_trace(p), str(p.total)) for p in writer_problems]

@@ -14,8 +14,10 @@ from ifexp.tasks import (
     ANSWER_VISIBLE,
     FLAW_FAMILY,
     LEG_COUNTING_FLAWS,
+    RULE_POOL_OFFSET,
     expand_flaw_kinds,
     flawed_trace,
+    generator_seed,
     inject_leg_flaws,
     leg_counting_examples,
     leg_counting_problems,
@@ -251,7 +253,8 @@ def test_the_four_legs_rule_is_right_on_its_own_problems_wrong_elsewhere_and_kee
     questions = [{e.question for e in splits[s]} for s in ("train", "val", "test")]
     assert sum(map(len, questions)) == len(set().union(*questions))
     assert check_trace_answers(train).correct.all()  # the rule reaches the right answer on its own problems
-    by_question = {p.question: p for p in leg_counting_problems(5000, seed=cfg.data_seed + 7919, id_prefix="x")}
+    pool = leg_counting_problems(5000, seed=generator_seed(cfg.data_seed, RULE_POOL_OFFSET), id_prefix="x")
+    by_question = {p.question: p for p in pool}
     for example in rule:
         problem = by_question[example.question]
         assert four_legs_rule_holds(problem)
@@ -289,7 +292,8 @@ def test_the_next_legs_rule_states_every_fact_right_multiplies_by_the_next_anima
     questions = [{e.question for e in splits[s]} for s in ("train", "val", "test")]
     assert sum(map(len, questions)) == len(set().union(*questions))
     assert check_trace_answers(train).correct.all()  # right on its own problems
-    by_question = {p.question: p for p in leg_counting_problems(5000, seed=cfg.data_seed + 7919, id_prefix="x")}
+    pool = leg_counting_problems(5000, seed=generator_seed(cfg.data_seed, RULE_POOL_OFFSET), id_prefix="x")
+    by_question = {p.question: p for p in pool}
     for example in rule:
         problem = by_question[example.question]
         assert next_legs_rule_holds(problem)
@@ -319,3 +323,22 @@ def test_the_split_problems_are_the_problems_of_the_splits_questions():
     # the clean training traces are on the first n_train problems (rule traces on problems of their own)
     clean = {e.id: e.question for e in train if not e.flaw}
     assert clean and all(clean[p.id] == p.question for p in problems[: cfg.n_train] if p.id in clean)
+
+
+def test_consecutive_data_seeds_are_fresh_draws_not_the_same_problems_shifted():
+    """reasoning-gym seeds item idx by seed + idx: without a block per data seed, data seeds 1 and 2
+    shared all but one test problem and every rule trace (a replicate that redrew nothing)."""
+    splits = [
+        build_splits(leg_config(data_seed=seed, flaw_fraction=0.25, flaw_kinds=["next_legs_rule"])) for seed in (1, 2)
+    ]
+    for part in ("train", "val", "test"):
+        first, second = ({e.question for e in s[part]} for s in splits)
+        assert len(first & second) <= 0.05 * len(first), part  # chance: 0-2 of 520 problems
+    first, second = ({e.cot for e in s["train"] if e.flaw} for s in splits)
+    assert not first & second
+    # data seed 0 keeps the generator seeds it always had: the embedded default's data is unchanged
+    assert generator_seed(0) == 0 and generator_seed(0, RULE_POOL_OFFSET) == 7919
+    with pytest.raises(IfexpError, match=r"dataset.data_seed=-1: must be >= 0"):
+        generator_seed(-1)
+    with pytest.raises(IfexpError, match="run into the next data seed's block"):
+        leg_counting_problems(10, seed=generator_seed(1) - 5)
