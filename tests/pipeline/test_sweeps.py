@@ -123,11 +123,14 @@ def test_in_the_replicate_sweep_each_seed_is_a_replicate_that_redraws_the_data_a
 def test_the_headline_sweep_is_the_pilots_replicate_sweep_with_the_rule_family():
     """sweeps=next_legs_rule (candidate (C), the regime the pilots chose) runs the jobs of
     `sweeps=slips 'dataset.flaw_kinds=[next_legs_rule]'`, the pilots' command: same configs, so the
-    same cache keys, and only the flaw family differs from (B)."""
+    same cache keys, and only the flaw family differs from (B). Its replicates are data seeds 1-5:
+    data seed 0 draws the problems the pilots drew."""
     from dataclasses import asdict
 
     jobs = expand_sweep("next_legs_rule")
-    assert jobs == expand_sweep("slips")
+    strategies = {tuple(o for o in job if o.startswith("pruning=")) for job in jobs}
+    assert strategies == {tuple(o for o in job if o.startswith("pruning=")) for job in expand_sweep("slips")}
+    assert {o for job in jobs for o in job if o.startswith("seed=")} == {f"seed={r}" for r in range(1, 6)}
     for overrides in jobs:
         headline = compose_job(["sweeps=next_legs_rule", *overrides])
         pilot_command = ["sweeps=slips", "dataset.flaw_kinds=[next_legs_rule]", *overrides]
