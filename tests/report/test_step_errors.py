@@ -6,7 +6,7 @@ import random
 import pytest
 from omegaconf import OmegaConf
 
-from ifexp.tasks import clean_trace, flawed_trace, leg_counting_problems
+from ifexp.tasks import clean_trace, flawed_trace, generator_seed, leg_counting_problems
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def test_right_answers_with_a_slip_are_counted_and_wrong_answers_are_not(tmp_pat
     dataset = {"source": "leg_counting", "n_train": 4, "n_val": 2, "n_test": 4, "data_seed": "${seed}"}
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(OmegaConf.create({"seed": 7, "dataset": dataset}), tmp_path / ".hydra" / "config.yaml")
-    problems = leg_counting_problems(10, seed=7)[6:]
+    problems = leg_counting_problems(10, seed=generator_seed(7))[6:]  # data seed 7's test split
     slipped = flawed_trace(problems[1], "slip_not_carried", random.Random(0))
     wrong = clean_trace(problems[2]).rsplit("####", 1)[0] + f"#### {problems[2].total + 1}"
     answers = [(clean_trace(problems[0]), True), (slipped, True), (wrong, False), (clean_trace(problems[3]), True)]
