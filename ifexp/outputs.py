@@ -105,6 +105,12 @@ def flaw_key(measure: str) -> str:
     return f"flaw/{measure}"
 
 
+def carrying_key(kind: str, correct: bool) -> str:
+    """How many of theta*'s graded validation answers, right or wrong, carry a rule kind's error
+    (ifexp.trace_check.rule_carried_metrics): queries/n_incorrect_carrying/<kind>, ..."""
+    return f"queries/n_{'correct' if correct else 'incorrect'}_carrying/{kind}"
+
+
 def artifact_key(name: str) -> str:
     return f"artifact/{name}"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from ifexp.examples import ANSWER_MARK
+from ifexp.outputs import carrying_key
 from ifexp.schema import DatasetConfig
 from ifexp.tasks import LegProblem, expand_flaw_kinds, legs_of
 
@@ -116,8 +117,8 @@ def rule_carried_metrics(cfg: DatasetConfig, answers: list[str], correct: list[b
         if kind in RULE_CARRIED and cfg.flaw_fraction > 0:
             carried = [RULE_CARRIED[kind](answer) for answer in answers]
             pairs = list(zip(carried, correct, strict=True))
-            out[f"queries/n_incorrect_carrying/{kind}"] = sum(c and not ok for c, ok in pairs)
-            out[f"queries/n_correct_carrying/{kind}"] = sum(c and ok for c, ok in pairs)
+            out[carrying_key(kind, correct=False)] = sum(c and not ok for c, ok in pairs)
+            out[carrying_key(kind, correct=True)] = sum(c and ok for c, ok in pairs)
     return out
 
 

@@ -31,7 +31,6 @@ from ifexp.tasks import FAMILIES
 CHEAP_BASELINES = ("answer_check", "length", "embedding", "perplexity", "theta_loss", "difficulty")
 CEILING_PREFIX = "flaw/lexical_ceiling/"
 MIN_QUERIES = 30
-CARRYING = "queries/n_incorrect_carrying/"  # θ*'s wrong answers that write a flaw kind's error
 RUN_DIR = "run_dir"  # not a metric: where read_jobs found the job
 
 
@@ -67,15 +66,14 @@ def query_counts(flaws_files: list[Path]) -> dict[str, tuple[int, int]]:
 
 def criteria(jobs: dict[str, dict[str, Any]], queries: tuple[int, int] | None, benchmark: str) -> dict[str, Any]:
     """One replicate's numbers for the four criteria, and whether each holds (None: not measured)."""
-    any_job = next(iter(jobs.values()))
-    rate = any_job["n_train_flawed"] / any_job["n_train"]
+    rate = shared_value(jobs, "n_train_flawed") / shared_value(jobs, "n_train")
+    ceiling_keys = {key for job in jobs.values() for key in job if key.startswith(CEILING_PREFIX)}
     ceilings = {
-        key.removeprefix(CEILING_PREFIX): value
-        for key, value in any_job.items()
-        if key.startswith(CEILING_PREFIX) and key.removeprefix(CEILING_PREFIX) not in FAMILIES
+        key.removeprefix(CEILING_PREFIX): shared_value(jobs, key)
+        for key in sorted(ceiling_keys)
+        if key.removeprefix(CEILING_PREFIX) not in FAMILIES
     }
-    full_key = outputs.pass_key(benchmark, "full")
-    full = next((job[full_key] for job in jobs.values() if full_key in job), None)
+    full = shared_value(jobs, outputs.pass_key(benchmark, "full"))
     oracle = jobs.get("oracle", {}).get(outputs.delta_key(benchmark))
     competent = None
     if full is not None and queries is not None:
@@ -143,7 +141,8 @@ def replicate_table(jobs: dict[str, dict[str, Any]], benchmark: str) -> list[str
     the paired disagreements and SE, the flaw AUROC of its removal ranking and the flawed traces among
     those it removed (recall × flawed)."""
     flawed, removed = shared_value(jobs, "n_train_flawed"), shared_value(jobs, "n_train_removed")
-    kinds = sorted({key.rsplit("/", 1)[1] for job in jobs.values() for key in job if key.startswith(CARRYING)})
+    carrying = outputs.carrying_key("", correct=False)  # the prefix of every kind's key
+    kinds = sorted({key.removeprefix(carrying) for job in jobs.values() for key in job if key.startswith(carrying)})
     ceiling = shared_value(jobs, "flaw/lexical_ceiling")
     header = (
         f"{shared_value(jobs, 'n_train')} traces, {flawed} flawed; lexical ceiling "
@@ -152,8 +151,8 @@ def replicate_table(jobs: dict[str, dict[str, Any]], benchmark: str) -> list[str
     )
     for kind in kinds:
         header += (
-            f"; θ*'s wrong answers carrying {kind}: {shared_value(jobs, CARRYING + kind)} "
-            f"(right ones: {shared_value(jobs, f'queries/n_correct_carrying/{kind}')})"
+            f"; θ*'s wrong answers carrying {kind}: {shared_value(jobs, outputs.carrying_key(kind, correct=False))} "
+            f"(right ones: {shared_value(jobs, outputs.carrying_key(kind, correct=True))})"
         )
     header += f"; Random's model pass@1 {shared_value(jobs, outputs.pass_key(benchmark, 'random')):.3f}"
     lines = [

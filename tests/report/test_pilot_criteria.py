@@ -123,3 +123,11 @@ def test_a_replicate_table_gives_each_strategy_its_row_and_refuses_jobs_that_dis
     write(tmp_path, "perplexity", 1, 0.0, **{**shared, "random_pass@1/leg_counting": 0.56})
     with pytest.raises(ValueError, match=r"random_pass@1/leg_counting differs between the jobs of one replicate"):
         pilot.replicate_table(pilot.read_jobs(tmp_path)["data_seed=1,scorer_seed=1"], "leg_counting")
+
+
+def test_criteria_refuse_jobs_of_one_replicate_that_disagree_on_what_they_share(tmp_path, pilot):
+    # a job from another training set in the replicate's folder: its ceiling is not the replicate's
+    write(tmp_path, "oracle", 100, 0.05, **{"full_pass@1/leg_counting": 0.45})
+    write(tmp_path, "perplexity", 100, 0.02, ceiling=0.85)
+    with pytest.raises(ValueError, match=r"flaw/lexical_ceiling/cancelling_errors differs"):
+        pilot.criteria(pilot.read_jobs(tmp_path)["data_seed=100,scorer_seed=100"], (111, 145), "leg_counting")
