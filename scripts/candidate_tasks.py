@@ -1,6 +1,6 @@
-"""Candidate tasks for the competent regime (docs/results.md, "candidate table"): reasoning-gym
-arithmetic generators with a step-by-step trace written from each problem's expression, as a
-JSONL file that `dataset=jsonl` reads (id, question, cot, answer).
+"""Candidate tasks for the competent regime (docs/results.md, "The competent regime": its table of
+candidates): reasoning-gym arithmetic generators with a step-by-step trace written from each
+problem's expression, as a JSONL file that `dataset=jsonl` reads (id, question, cot, answer).
 
     .venv/bin/python scripts/candidate_tasks.py TASK OUT.jsonl [N]
 
