@@ -13,7 +13,8 @@ highest mean Δ vs Random among those that ran on every replicate (the plan's pr
 other strategy's Δ below them (on a headline sweep: the influence strategies). Only the jobs at one
 pruning fraction are read (`--fraction`, 0.25). Prints Markdown tables; a criterion it cannot read is
 `n/a` and fails. With `--per-replicate`, instead, one table per replicate: docs/results.md's
-"Headline replicates" tables (each strategy's pass@1, Δ, flaw AUROC and flawed traces removed).
+"Headline replicates" tables (each strategy's pass@1, Δ, flaw AUROC, flawed traces removed and
+removals shared with Random's).
 """
 
 from __future__ import annotations
@@ -138,8 +139,9 @@ def shared_value(jobs: dict[str, dict[str, Any]], key: str) -> Any:
 def replicate_table(jobs: dict[str, dict[str, Any]], benchmark: str) -> list[str]:
     """One replicate as docs/results.md's "Headline replicates" give it: a line on the data and θ*'s
     answers, then per strategy (the oracle first, the rest by Δ) its model's pass@1, Δ vs Random with
-    the paired disagreements and SE, the flaw AUROC of its removal ranking and the flawed traces among
-    those it removed (recall × flawed)."""
+    the paired disagreements and SE, the flaw AUROC of its removal ranking, the flawed traces among
+    those it removed (recall × flawed) and how many of its removals Random's selection shares (a
+    selection that is Random's but a few traces measures training noise, not the strategy)."""
     flawed, removed = shared_value(jobs, "n_train_flawed"), shared_value(jobs, "n_train_removed")
     carrying = outputs.carrying_key("", correct=False)  # the prefix of every kind's key
     kinds = sorted({key.removeprefix(carrying) for job in jobs.values() for key in job if key.startswith(carrying)})
@@ -159,8 +161,8 @@ def replicate_table(jobs: dict[str, dict[str, Any]], benchmark: str) -> list[str
         header,
         "",
         "| strategy | pass@1 | Δ vs Random (only / only, paired SE) | flaw AUROC | "
-        f"flawed among the {removed} removed |",
-        "|---|---|---|---|---|",
+        f"flawed among the {removed} removed | removals shared with Random's |",
+        "|---|---|---|---|---|---|",
     ]
     delta_key = outputs.delta_key(benchmark)
     others = sorted((name for name in jobs if name not in ("oracle", "random")), key=lambda n: -jobs[n][delta_key])
@@ -172,9 +174,20 @@ def replicate_table(jobs: dict[str, dict[str, Any]], benchmark: str) -> list[str
             _paired_cell(job, benchmark),
             "n/a" if auroc is None else f"{auroc:.3f}",
             "n/a" if recall is None else f"{round(recall * flawed)} of {flawed}",
+            _shared_removals(job, jobs.get("random")),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _shared_removals(job: dict[str, Any], random: dict[str, Any] | None) -> str:
+    """How many of the job's removed examples Random's selection (the replicate's random job) also
+    removed; n/a where either selection.json is missing."""
+    folders = [job[RUN_DIR]] + ([] if random is None else [random[RUN_DIR]])
+    if len(folders) < 2 or not all((Path(folder) / outputs.SELECTION).exists() for folder in folders):
+        return "n/a"
+    ours, randoms = (set(outputs.read_selection(folder)["removed"]) for folder in folders)
+    return f"{len(ours & randoms)} of {len(ours)}"
 
 
 def _mark(ok: bool | None) -> str:

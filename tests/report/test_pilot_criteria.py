@@ -114,10 +114,10 @@ def test_a_replicate_table_gives_each_strategy_its_row_and_refuses_jobs_that_dis
         "next_legs_rule: 8 (right ones: 1); Random's model pass@1 0.550"
     )
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| strategy")]
-    assert rows == [  # the oracle first, then by Δ; no generations saved: Δ alone; Random is the header's
-        "| oracle | 0.580 | +0.030 | 1.000 | 51 of 51 |",
-        "| combined | 0.595 | +0.045 | 0.824 | 14 of 51 |",
-        "| length | 0.495 | -0.055 | 0.481 | n/a |",
+    assert rows == [  # the oracle first, then by Δ; no generations or selections saved: Δ alone, n/a
+        "| oracle | 0.580 | +0.030 | 1.000 | 51 of 51 | n/a |",
+        "| combined | 0.595 | +0.045 | 0.824 | 14 of 51 | n/a |",
+        "| length | 0.495 | -0.055 | 0.481 | n/a | n/a |",
     ]
     assert "flawed among the 64 removed" in lines[2]
     write(tmp_path, "perplexity", 1, 0.0, **{**shared, "random_pass@1/leg_counting": 0.56})
@@ -131,3 +131,26 @@ def test_criteria_refuse_jobs_of_one_replicate_that_disagree_on_what_they_share(
     write(tmp_path, "perplexity", 100, 0.02, ceiling=0.85)
     with pytest.raises(ValueError, match=r"flaw/lexical_ceiling/cancelling_errors differs"):
         pilot.criteria(pilot.read_jobs(tmp_path)["data_seed=100,scorer_seed=100"], (111, 145), "leg_counting")
+
+
+def test_a_replicate_table_counts_the_removals_each_selection_shares_with_randoms(tmp_path, pilot):
+    from ifexp import outputs
+
+    ids = [f"t{i}" for i in range(8)]
+    for strategy, removed in {
+        "random": {"t0", "t1", "t2"},
+        "difficulty": {"t0", "t1", "t7"},
+        "oracle": {"t5", "t6", "t7"},
+    }.items():
+        write(
+            tmp_path,
+            strategy,
+            1,
+            0.0,
+            **{"n_train_removed": 3, "pass@1/leg_counting": 0.5, "random_pass@1/leg_counting": 0.5},
+        )
+        folder = tmp_path / f"{strategy}-p0.25-seed1"
+        outputs.write_selection(folder, strategy, 0.25, 1, {}, ids, [i not in removed for i in ids])
+    lines = pilot.replicate_table(pilot.read_jobs(tmp_path)["data_seed=1,scorer_seed=1"], "leg_counting")
+    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ")[-1] for line in lines if line.startswith("| ")}
+    assert rows["oracle"] == "0 of 3 |" and rows["difficulty"] == "2 of 3 |"
