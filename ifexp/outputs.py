@@ -105,6 +105,12 @@ def flaw_key(measure: str) -> str:
     return f"flaw/{measure}"
 
 
+# how many of the strategy's removed examples Random's selection of the same size and seed also
+# removed: a strategy whose ranking is mostly ties broken by the seed's random order (difficulty
+# where the model solves almost nothing) is Random's selection, and its delta is training noise
+SHARED_WITH_RANDOM = "selection/n_removed_shared_with_random"
+
+
 def carrying_key(kind: str, correct: bool) -> str:
     """How many of theta*'s graded validation answers, right or wrong, carry a rule kind's error
     (ifexp.trace_check.rule_carried_metrics): queries/n_incorrect_carrying/<kind>, ..."""

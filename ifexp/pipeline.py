@@ -401,8 +401,13 @@ def run_job(cfg: JobConfig, run_dir: Path, tracker=None, config_digest: str | No
     # what the trace text alone finds (a family above 0.8 is a format, not a reasoning flaw)
     job.metrics.update(lexical_ceilings([e.cot for e in data.train], signals.flaw))
     # 4. Fine-tune the trainee on each subset.
+    subsets = training_subsets(cfg, signals, kept)
+    if "random" in subsets:
+        shared = int((~kept & ~subsets["random"]).sum())
+        job.metrics[outputs.SHARED_WITH_RANDOM] = shared
+        log.info("selection: %d of the %d removed examples are also Random's", shared, int((~kept).sum()))
     sft = {}
-    for arm, mask in training_subsets(cfg, signals, kept).items():
+    for arm, mask in subsets.items():
         with job.timed(f"sft_{arm}"):
             subset = [e for e, k in zip(data.train, mask, strict=True) if k]
             sft[arm] = build_sft(job.cache_dir, base, subset, cfg.model, cfg.train, cfg.seed, cfg.compute)

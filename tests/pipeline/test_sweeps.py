@@ -12,6 +12,7 @@ from helpers.data import EASY_TRAINING
 from helpers.jobs import SCORES_CSV_COLUMNS, expand_sweep
 
 from ifexp.cli import compose_job
+from ifexp.outputs import SHARED_WITH_RANDOM
 from ifexp.selection import INFLUENCE_STRATEGIES
 from ifexp.validation import choices
 
@@ -40,6 +41,13 @@ def test_tiny_sweep_of_every_strategy_then_nothing_recomputed(easy_cot, tmp_path
                 metrics["pass@1/gsm_symbolic"] - metrics["random_pass@1/gsm_symbolic"]
             )
         results[strategy] = {k: v for k, v in metrics.items() if "pass@1" in k or k.startswith("flaw/")}
+    # each job counts the removals its selection shares with Random's of the same size and seed
+    random_removed = set(json.loads((jobs["random"] / "selection.json").read_text())["removed"])
+    for strategy, job in jobs.items():
+        if strategy != "none":
+            removed = set(json.loads((job / "selection.json").read_text())["removed"])
+            shared = json.loads((job / "metrics.json").read_text())[SHARED_WITH_RANDOM]
+            assert shared == len(removed & random_removed), strategy
     for strategy in INFLUENCE_STRATEGIES:
         header = (jobs[strategy] / "scores.csv").read_text().splitlines()[0]
         assert header.split(",") == [*SCORES_CSV_COLUMNS, "flaw", "trace_answer_correct", "self_influence"]
