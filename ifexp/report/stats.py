@@ -165,7 +165,9 @@ def problem_estimate(matrix: np.ndarray, seeds: list[int], paired: bool) -> tupl
         )
     low, high = cluster_bootstrap(matrix, resample_seeds=False)
     held = (
-        "problems resampled; one seed"
+        # one training run per model: a new training seed moves pass@1 by as much as many effects
+        # here, and resampling problems cannot see that
+        "problems resampled; one seed: conditional on that training run of each model"
         if n_seeds == 1
         else f"problems resampled, each with all its seeds; the {n_seeds} seeds held fixed, fewer than "
         f"{MIN_SEEDS_RESAMPLED} to resample: conditional on these training runs"
@@ -200,12 +202,17 @@ def paired_estimate(outcomes: dict[int, dict[str, tuple[Fraction, Fraction]]]) -
     )
     if len(seeds) == 1 and all(abs(m) in (0, 1) for m in problem_means):
         p_basis += "; with one seed and one sample a problem, the exact McNemar test"
+    # Problems are the only random unit here: where training runs differ a lot (a run learns a
+    # procedure or not), p can be small while the two-way interval, which resamples runs, holds 0.
     if len(seeds) > 1:
-        # Problems are the only random unit here: where training runs differ a lot (a run learns a
-        # procedure or not), p can be small while the two-way interval, which resamples runs, holds 0.
         p_basis += (
             f"; conditional on these {len(seeds)} training runs (whether these models differ, not whether "
             "new training seeds would: for that, the interval and the p over seeds)"
+        )
+    else:
+        p_basis += (
+            "; conditional on this one training run of each model (whether these two models differ, "
+            "not whether a new training seed would)"
         )
     return Estimate(
         mean=float(np.nanmean(matrix)),
@@ -270,14 +277,13 @@ ONE_DRAW = (
 def over_replicates(estimate: Estimate, replicate_of: dict[int, str]) -> Estimate:
     """The estimate with its replicates as the unit: with 2 or more, the mean and 95% t-interval of
     the per-replicate means (each the mean over its seeds), the earlier interval kept in the basis
-    as conditional on these selections and the test over problems as descriptive; with one, the
-    same estimate labelled conditional on that one draw."""
+    as conditional on these selections and the test over problems as descriptive; with one (one
+    seed or several), the same estimate labelled conditional on that one draw."""
     replicates = {seed: replicate_of.get(seed, "") for seed in estimate.per_seed}
     names = list(dict.fromkeys(replicates.values()))
     estimate.replicate_of = replicates
     if len(names) < 2:
-        if len(estimate.per_seed) > 1:
-            estimate.basis += f"; {ONE_DRAW}"
+        estimate.basis += f"; {ONE_DRAW}"
         return estimate
     per_replicate = {
         name: float(np.mean([v for seed, v in estimate.per_seed.items() if replicates[seed] == name])) for name in names

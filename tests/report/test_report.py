@@ -495,6 +495,18 @@ def test_seeds_under_one_replicate_say_their_interval_is_conditional_on_one_draw
     assert "one draw of the data and theta* (every seed shares the selection's inputs)" in report
 
 
+def test_one_seed_of_one_replicate_says_its_interval_and_p_hold_the_training_runs_fixed(tmp_path):
+    # the headline's single replicate: a selection that was Random's but one trace landed 0.050 below
+    # Random with a bootstrap over problems excluding 0; the labels must say what that cannot see
+    pruned, random = known_outcomes(0)
+    write_job(tmp_path / "combined-0", job_config(seed=0), pruned, random)
+    report = write_report(tmp_path).read_text()
+    legend = next(line for line in report.splitlines() if line.startswith("- Δ gsm: 95%"))
+    assert "problems resampled; one seed: conditional on that training run of each model" in legend
+    assert "conditional on this one training run of each model" in legend
+    assert "one draw of the data and theta*" in legend
+
+
 def test_versus_and_across_rows_over_replicates_get_the_t_interval_over_replicates(tmp_path):
     """Combined vs perplexity (--versus) and Combined at p=0.5 vs p=0.25 (--across) over 5 replicates:
     the interval is the t-interval over the per-replicate Δ, named so, the bootstrap kept as conditional."""
