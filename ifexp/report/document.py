@@ -13,6 +13,7 @@ from ifexp.report.jobs import (
     METRICS_IDENTITY,
     Job,
     load_jobs,
+    shared_test_questions,
     show,
     stage_times,
     unfinished_jobs,
@@ -49,7 +50,7 @@ def write_report(
         raise IfexpError(f"no job {METRICS} (with a strategy) under {root}")
     summary = summarise(jobs, root)
     references = [parse_across(text, summary.section_keys) for text in across]
-    lines = introduction(root, jobs, summary) + not_read(root, summary)
+    lines = introduction(root, jobs, summary) + not_read(root, summary) + shared_draws(root, jobs)
     sections = list(dict.fromkeys(row["cell"].section for row in summary.rows))
     for section in sections:
         lines += section_lines(root, summary, section, sections, versus, references)
@@ -135,6 +136,21 @@ def not_read(root: Path, summary: Summary) -> list[str]:
             "",
         ]
     return lines
+
+
+def shared_draws(root: Path, jobs: list[Job]) -> list[str]:
+    """Replicates that are not fresh draws of the data: their intervals over replicates must not
+    read as if they were."""
+    pairs = shared_test_questions(root, jobs)
+    if not pairs:
+        return []
+    listed = "; ".join(f"`{a}` and `{b}` share {shared} of {smaller}" for a, b, shared, smaller in pairs)
+    return [
+        f"**Replicates that share their test questions: {listed}.** A replicate is meant to redraw the data; "
+        "where two share most of their in-domain test problems, an interval over replicates holds less of the "
+        "data's variance than its label says (read it as over θ*'s seed, the selections and the training runs).",
+        "",
+    ]
 
 
 def section_lines(

@@ -100,6 +100,38 @@ def load_jobs(root: Path) -> list[Job]:
     return jobs
 
 
+# Two replicates whose in-domain test questions overlap by more than this share of the smaller set are
+# not two draws of the data (chance overlap of two draws from a large problem space is near 0)
+SHARED_DRAW_THRESHOLD = 0.1
+
+
+def shared_test_questions(root: Path, jobs: list[Job]) -> list[tuple[str, str, int, int]]:
+    """Pairs of replicates that hold many of the same in-domain test questions: (replicate a,
+    replicate b, questions shared, questions in the smaller set), from the first job of each
+    replicate with the in-domain generations (the benchmark named after the dataset) and a
+    `question` per record. A replicate is meant to redraw the data; an interval over replicates that
+    share their test problems holds less of the data's variance than it says."""
+    questions: dict[str, set[str]] = {}
+    for job in jobs:
+        if not job.replicate or job.replicate in questions or "dataset" not in job.metrics:
+            continue
+        path = generations_path(root / job.dir, "pruned", str(job.metrics["dataset"]))
+        if not path.is_file():
+            continue
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        texts = {record["question"] for record in records if "question" in record}
+        if texts:
+            questions[job.replicate] = texts
+    pairs = []
+    names = sorted(questions)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared, smaller = len(questions[a] & questions[b]), min(len(questions[a]), len(questions[b]))
+            if shared > SHARED_DRAW_THRESHOLD * smaller:
+                pairs.append((a, b, shared, smaller))
+    return pairs
+
+
 def unfinished_jobs(root: Path) -> list[str]:
     """Job folders (a `run.log` or a `.hydra/`) without a metrics.json: crashed, killed or still running.
     The report names them, so a row pooled over fewer seeds than were launched says so."""

@@ -507,6 +507,28 @@ def test_one_seed_of_one_replicate_says_its_interval_and_p_hold_the_training_run
     assert "one draw of the data and theta*" in legend
 
 
+def test_replicates_that_share_their_test_questions_are_named_as_not_fresh_draws(tmp_path):
+    # the bug of 2026-12-07: data seeds r and r + 1 drew the same problems shifted by one
+    write_replicates(tmp_path)
+    for r in range(len(REPLICATE_EXTRA)):
+        start = 1 if r == 1 else 100 * r  # replicate 1 holds replicate 0's questions 1-23 and one new one
+        records = [
+            {"id": f"q{i}", "question": f"How many legs? {i}", "correct": [True]} for i in range(start, start + 24)
+        ]
+        path = tmp_path / f"combined-{r}" / "generations" / "pruned_d.jsonl"  # the in-domain set, named after d
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    report = write_report(tmp_path).read_text()
+    assert (
+        "**Replicates that share their test questions: `data_seed=0,scorer_seed=0` and `data_seed=1,scorer_seed=1` "
+        "share 23 of 24.**"
+    ) in report
+    (tmp_path / "report.md").unlink()
+    for r in (0, 1):  # fresh draws: nothing to say
+        path = tmp_path / f"combined-{r}" / "generations" / "pruned_d.jsonl"
+        path.write_text(path.read_text().replace("How many legs?", f"Replicate {r}: how many legs?"))
+    assert "share their test questions" not in write_report(tmp_path).read_text()
+
+
 def test_versus_and_across_rows_over_replicates_get_the_t_interval_over_replicates(tmp_path):
     """Combined vs perplexity (--versus) and Combined at p=0.5 vs p=0.25 (--across) over 5 replicates:
     the interval is the t-interval over the per-replicate Δ, named so, the bootstrap kept as conditional."""
