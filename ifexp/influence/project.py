@@ -182,6 +182,7 @@ class KroneckerProjector(Projector):
         self.n_tokens = 0
         self.in_proj: dict[str, torch.Tensor | None] = {}
         self.out_proj: dict[str, torch.Tensor | None] = {}
+        self.layer_order = list(layer_shapes)  # the order of the feature blocks
         self.k = 0
         for layer_index, (name, (out_dim, in_dim)) in enumerate(layer_shapes.items()):
             generator = _generator(seed, layer_index)
@@ -205,6 +206,14 @@ class KroneckerProjector(Projector):
     def join(self, parts: list[torch.Tensor], token_mask: torch.Tensor | None) -> torch.Tensor:
         if token_mask is not None:
             self.n_tokens += int(token_mask.sum())
+        # Streamed extraction projects each layer as its gradient arrives (backward order), which
+        # is the order the statistics were first inserted in; KFAC pairs the i-th statistics with
+        # the i-th feature block, so keep them in feature order (blocks of equal size would
+        # otherwise be misassigned without an error).
+        for stats in (self.input_cov, self.grad_cov):
+            for name in self.layer_order:
+                if name in stats:
+                    stats[name] = stats.pop(name)
         return torch.cat(parts, dim=1)
 
     def _accumulate(self, name: str, inputs: torch.Tensor, grads: torch.Tensor, mask: torch.Tensor | None) -> None:

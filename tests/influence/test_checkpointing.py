@@ -55,6 +55,31 @@ def test_features_are_the_same_with_and_without_checkpointing(lora_model):
     assert with_it[3].n_tokens == without[3].n_tokens
 
 
+@pytest.mark.parametrize("setting", ["never", "always"])
+def test_kfac_statistics_are_in_feature_order_when_layers_stream_in_backward_order(lora_model, setting):
+    """Streamed extraction sees the layers last to first; KFAC pairs its i-th statistics with the i-th
+    feature block. Every block here is 3 x 3, so a misordering gives wrong scores, not an error."""
+    from ifexp.influence.precondition import KFAC
+
+    model, rows, collate_fn = lora_model
+    _, _, features, projector = features_and_factors(model, rows, collate_fn, setting)
+    layers = list(trainable_linears(model))
+    assert list(projector.input_cov) == list(projector.grad_cov) == layers
+    got = KFAC(projector.input_cov, projector.grad_cov, damping=0.1).query_side(torch.as_tensor(features))
+    start = 0
+    for name in layers:  # each block with its own layer's factors: (G kron A)^-1 vec(Phi)
+        k_out, k_in = projector.block_shapes()[name]
+        grad, inp = (
+            c + 0.1 * torch.diagonal(c).mean() * torch.eye(c.shape[0], dtype=torch.float64)
+            for c in (projector.grad_cov[name], projector.input_cov[name])
+        )
+        block = torch.as_tensor(features[:, start : start + k_out * k_in]).double()
+        expected = block @ torch.linalg.inv(torch.kron(grad, inp)).T
+        actual = got[:, start : start + k_out * k_in].double()
+        torch.testing.assert_close(actual, expected, rtol=1e-3, atol=1e-5 * float(expected.abs().max()))
+        start += k_out * k_in
+
+
 def test_checkpointing_recomputes_and_holds_one_decoder_layer_of_inputs(lora_model):
     """The recompute really runs (each layer's forward twice a batch), and streaming features keep
     the inputs of one decoder layer at a time instead of every layer's."""
