@@ -183,8 +183,10 @@ def replicate_table(jobs: dict[str, dict[str, Any]], benchmark: str) -> list[str
 def _shared_removals(job: dict[str, Any], random: dict[str, Any] | None) -> str:
     """How many of the job's removed examples Random's selection (the replicate's random job) also
     removed; n/a where either selection.json is missing."""
-    folders = [job[RUN_DIR]] + ([] if random is None else [random[RUN_DIR]])
-    if len(folders) < 2 or not all((Path(folder) / outputs.SELECTION).exists() for folder in folders):
+    if random is None:
+        return "n/a"
+    folders = (job[RUN_DIR], random[RUN_DIR])
+    if not all((Path(folder) / outputs.SELECTION).exists() for folder in folders):
         return "n/a"
     ours, randoms = (set(outputs.read_selection(folder)["removed"]) for folder in folders)
     return f"{len(ours & randoms)} of {len(ours)}"
