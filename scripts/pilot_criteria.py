@@ -174,13 +174,13 @@ def replicate_table(jobs: dict[str, dict[str, Any]], benchmark: str) -> list[str
             _paired_cell(job, benchmark),
             "n/a" if auroc is None else f"{auroc:.3f}",
             "n/a" if recall is None else f"{round(recall * flawed)} of {flawed}",
-            _shared_removals(job, jobs.get("random")),
+            shared_removals(job, jobs.get("random")),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _shared_removals(job: dict[str, Any], random: dict[str, Any] | None) -> str:
+def shared_removals(job: dict[str, Any], random: dict[str, Any] | None) -> str:
     """How many of the job's removed examples Random's selection (the replicate's random job) also
     removed; n/a where either selection.json is missing."""
     if random is None:

@@ -1,0 +1,257 @@
+"""The headline's per-replicate record (docs/headline_replicates.csv) and its intervals over replicates.
+
+A replicate takes about two hours here and a session's machine, its cache and its job folders do not
+outlive the session, so the five replicates never sit side by side for `ifexp-report`. Each
+replicate's numbers go into this record as it finishes, with what produced them; the intervals over
+replicates are computed from the record, not from numbers copied by hand.
+
+    .venv/bin/python scripts/replicate_record.py add outputs/sweeps/next_legs_rule --code 184c5cc [--fraction 0.1]
+    .venv/bin/python scripts/replicate_record.py intervals [--versus perplexity] [--sweep next_legs_rule]
+
+`add` reads every finished job of the sweep folder at one pruning fraction (scripts/pilot_criteria.py's
+`read_jobs`) and writes one row per job: Δ vs Random, the paired disagreements and SE over the test
+problems, the flaw AUROC, and its provenance (the sweep folder, the code it ran from, the job's config
+digest and the cache keys of both models' evaluations). A row already in the record for the same
+sweep, replicate, fraction and strategy must carry the same numbers (else it stops: a rerun that
+disagrees is news, not an update), and every row of one replicate must agree on what the replicate
+shares: Random's pass@1 and θ*'s |Q_C|, |Q_I|. Rows whose job folders were lost before this record
+existed were copied from docs/results.md's tables; their `source` says so.
+
+`intervals` prints, per sweep and fraction, each strategy's Δ vs Random per replicate, the mean and a
+95% Student-t interval over the replicates it ran on (`ifexp.report.stats.t_interval`; each replicate
+a fresh draw of the data, θ* and its answers, one training run per arm), and with `--versus` each
+strategy's paired difference from that baseline over the replicates where both ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+
+from pilot_criteria import RUN_DIR, paired_vs_random, read_jobs, shared_removals  # noqa: E402
+
+from ifexp import outputs  # noqa: E402
+from ifexp.report.stats import t_interval  # noqa: E402
+
+RECORD = Path(__file__).resolve().parents[1] / "docs" / "headline_replicates.csv"
+KEY = ("sweep", "replicate", "fraction", "strategy")
+NUMBERS = (
+    "pass_at_1",
+    "random_pass_at_1",
+    "delta_vs_random",
+    "only_strategy",
+    "only_random",
+    "paired_se",
+    "flaw_auroc",
+    "flawed_removed",
+    "shared_with_random",
+    "n_queries_correct",
+    "n_queries_incorrect",
+)
+PROVENANCE = ("code", "config_digest", "pruned_eval", "random_eval", "source")
+COLUMNS = (*KEY, *NUMBERS, *PROVENANCE)
+# What every job of one replicate shares: the replicate's Random model and θ*'s graded answers.
+SHARED = ("random_pass_at_1", "n_queries_correct", "n_queries_incorrect")
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def job_row(
+    sweep: str, job: dict[str, Any], random: dict[str, Any] | None, benchmark: str, code: str
+) -> dict[str, str]:
+    """One job as a record row (every value a string, as csv holds it)."""
+    paired = paired_vs_random(job, benchmark)
+    only_strategy, only_random, se = paired if paired is not None else (None, None, None)
+    recall, flawed = job.get("flaw/recall"), job.get("n_train_flawed")
+    shared = shared_removals(job, random)
+    artifacts = outputs.artifact_paths(job)
+    return {
+        "sweep": sweep,
+        "replicate": job[outputs.REPLICATE_KEY],
+        "fraction": _cell(job["fraction"], 2),
+        "strategy": job[outputs.STRATEGY_KEY],
+        "pass_at_1": _cell(job[outputs.pass_key(benchmark)]),
+        "random_pass_at_1": _cell(job[outputs.pass_key(benchmark, "random")]),
+        "delta_vs_random": _cell(job[outputs.delta_key(benchmark)]),
+        "only_strategy": _cell(only_strategy),
+        "only_random": _cell(only_random),
+        "paired_se": _cell(se),
+        "flaw_auroc": _cell(job.get("flaw/auroc")),
+        "flawed_removed": "" if recall is None or flawed is None else str(round(recall * flawed)),
+        "shared_with_random": "" if shared == "n/a" else shared.split(" of ")[0],
+        "n_queries_correct": _cell(job.get("queries/n_correct")),
+        "n_queries_incorrect": _cell(job.get("queries/n_incorrect")),
+        "code": code,
+        "config_digest": job.get(outputs.DIGEST_KEY, ""),
+        "pruned_eval": Path(artifacts.get(f"eval/pruned/{benchmark}", "")).name,
+        "random_eval": Path(artifacts.get(f"eval/random/{benchmark}", "")).name,
+        "source": f"job folder {Path(job[RUN_DIR]).name}",
+    }
+
+
+def read_record(path: Path) -> list[dict[str, str]]:
+    """The record's rows; a missing file is an empty record, a file with other columns an error."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {list(COLUMNS)}")
+        return list(reader)
+
+
+def merge(rows: list[dict[str, str]], new: list[dict[str, str]], path: Path) -> list[dict[str, str]]:
+    """`rows` with `new` added. A new row for a key already recorded must repeat its numbers (it then
+    replaces the old row, keeping the provenance of the latest run that produced them); every row of
+    one replicate must agree on SHARED. Either disagreement stops with both values named."""
+    merged = {tuple(row[k] for k in KEY): row for row in rows}
+    for row in new:
+        key = tuple(row[k] for k in KEY)
+        old = merged.get(key)
+        if old is not None:
+            differ = [n for n in NUMBERS if old[n] and row[n] and old[n] != row[n]]
+            if differ:
+                details = ", ".join(f"{n} {old[n]} recorded ({old['source']}) vs {row[n]} now" for n in differ)
+                raise ValueError(f"{path}: {'/'.join(key)} disagrees with the record: {details}")
+            row = {**row, **{n: old[n] for n in NUMBERS if not row[n]}}
+        merged[key] = row
+    result = sorted(merged.values(), key=lambda r: (r["sweep"], r["replicate"], r["fraction"], r["strategy"]))
+    for name in SHARED:
+        seen: dict[str, dict[str, str]] = {}
+        for row in result:
+            if not row[name]:
+                continue
+            first = seen.setdefault(row["replicate"], row)
+            if first[name] != row[name]:
+                raise ValueError(
+                    f"{path}: {name} of replicate {row['replicate']} is {first[name]} for "
+                    f"{first['sweep']}/{first['strategy']} ({first['source']}) but {row[name]} for "
+                    f"{row['sweep']}/{row['strategy']} ({row['source']}): not the same replicate"
+                )
+    return result
+
+
+def write_record(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def add(sweep: Path, fraction: float, code: str, record: Path, benchmark: str) -> list[dict[str, str]]:
+    """Every finished job of `sweep` at `fraction` into the record; returns the new rows."""
+    new = []
+    for jobs in read_jobs(sweep, fraction).values():
+        new += [job_row(sweep.name, job, jobs.get("random"), benchmark, code) for job in jobs.values()]
+    write_record(record, merge(read_record(record), new, record))
+    return new
+
+
+def _interval(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"no interval ({len(values)} replicate)"
+    low, high = t_interval(values)
+    return f"[{low:+.3f}, {high:+.3f}]"
+
+
+def intervals(rows: list[dict[str, str]], versus: str | None) -> list[str]:
+    """Markdown tables, one per sweep and fraction: Δ vs Random per replicate with its mean and t-interval
+    over the replicates; with `versus`, each strategy's difference from it, paired by replicate."""
+    lines = []
+    groups = sorted({(row["sweep"], row["fraction"]) for row in rows})
+    for sweep, fraction in groups:
+        group = [row for row in rows if (row["sweep"], row["fraction"]) == (sweep, fraction)]
+        replicates = sorted({row["replicate"] for row in group}, key=_seed_order)
+        delta = {(row["strategy"], row["replicate"]): float(row["delta_vs_random"]) for row in group}
+        strategies = sorted({row["strategy"] for row in group} - {"random"})
+        names = [_short(r) for r in replicates]
+        lines += [
+            f"### {sweep}, p = {fraction}",
+            "",
+            "Δ vs Random of the same replicate; the interval is a 95% Student-t interval over the replicates "
+            "the strategy ran on (each a fresh draw of the data, θ* and its answers; one training run per arm).",
+            "",
+            f"| strategy | {' | '.join(names)} | mean | 95% t-interval over replicates |",
+            "|---" * (len(names) + 3) + "|",
+        ]
+        for strategy in sorted(strategies, key=lambda s: (s != "oracle", -_mean(delta, s, replicates))):
+            lines.append(
+                _row(strategy, {r: delta[(strategy, r)] for r in replicates if (strategy, r) in delta}, replicates)
+            )
+        if versus is not None and versus in strategies:
+            lines += [
+                "",
+                f"Each strategy − {versus}, paired by replicate (Random cancels: both Δ are against the same "
+                "Random model).",
+                "",
+                f"| strategy − {versus} | {' | '.join(names)} | mean | 95% t-interval over replicates |",
+                "|---" * (len(names) + 3) + "|",
+            ]
+            for strategy in (s for s in strategies if s != versus):
+                both = [r for r in replicates if (strategy, r) in delta and (versus, r) in delta]
+                if both:
+                    lines.append(
+                        _row(strategy, {r: delta[(strategy, r)] - delta[(versus, r)] for r in both}, replicates)
+                    )
+        lines.append("")
+    return lines
+
+
+def _row(label: str, per_replicate: dict[str, float], replicates: list[str]) -> str:
+    """A table row: the value of each replicate (— where it did not run), the mean, the t-interval."""
+    cells = [f"{per_replicate[r]:+.3f}" if r in per_replicate else "—" for r in replicates]
+    values = list(per_replicate.values())
+    return f"| {label} | {' | '.join(cells)} | {mean(values):+.3f} over {len(values)} | {_interval(values)} |"
+
+
+def _mean(delta: dict[tuple[str, str], float], strategy: str, replicates: list[str]) -> float:
+    return mean(delta[(strategy, r)] for r in replicates if (strategy, r) in delta)
+
+
+def _seed_order(replicate: str) -> tuple[int, str]:
+    seed = replicate.split(",")[0].removeprefix("data_seed=")
+    return (int(seed), replicate) if seed.isdigit() else (0, replicate)
+
+
+def _short(replicate: str) -> str:
+    """data_seed=2,scorer_seed=2 -> replicate 2 (the headline's seeds are equal)."""
+    data, _, scorer = replicate.partition(",")
+    data_seed, scorer_seed = data.removeprefix("data_seed="), scorer.removeprefix("scorer_seed=")
+    return f"replicate {data_seed}" if data_seed == scorer_seed else replicate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--record", type=Path, default=RECORD, help=f"the record (default {RECORD})")
+    commands = parser.add_subparsers(dest="command", required=True)
+    adding = commands.add_parser("add", help="a sweep folder's finished jobs into the record")
+    adding.add_argument("sweep", type=Path)
+    adding.add_argument("--code", required=True, help="the code the jobs ran from (the snapshot's commit)")
+    adding.add_argument("--fraction", type=float, default=0.25, help="only the jobs that pruned this fraction")
+    adding.add_argument("--benchmark", default="leg_counting", help="the in-domain benchmark's name")
+    showing = commands.add_parser("intervals", help="Δ vs Random per replicate and the t-interval over replicates")
+    showing.add_argument("--versus", help="also each strategy's difference from this one, paired by replicate")
+    showing.add_argument("--sweep", help="only this sweep folder's rows")
+    args = parser.parse_args()
+    if args.command == "add":
+        new = add(args.sweep, args.fraction, args.code, args.record, args.benchmark)
+        print(f"{args.record}: {len(new)} rows from {args.sweep} at p = {args.fraction}")
+        return
+    rows = [row for row in read_record(args.record) if args.sweep in (None, row["sweep"])]
+    print("\n".join(intervals(rows, args.versus)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""scripts/replicate_record.py: the per-replicate record and its intervals over replicates."""
+
+import json
+from pathlib import Path
+
+import pytest
+from scipy.stats import t
+
+from ifexp import outputs
+
+BENCH = "leg_counting"
+
+
+@pytest.fixture(scope="module")
+def record(load_script):
+    return load_script("replicate_record")
+
+
+def write_job(sweep: Path, strategy: str, seed: int, pass_rate: float, random_rate: float, **extra) -> None:
+    folder = sweep / f"{strategy}-p0.25-seed{seed}"
+    folder.mkdir(parents=True)
+    metrics = {
+        outputs.STRATEGY_KEY: strategy,
+        "fraction": 0.25,
+        outputs.REPLICATE_KEY: outputs.replicate_id(seed, seed),
+        outputs.pass_key(BENCH): pass_rate,
+        outputs.pass_key(BENCH, "random"): random_rate,
+        outputs.delta_key(BENCH): pass_rate - random_rate,
+        "queries/n_correct": 146,
+        "queries/n_incorrect": 110,
+        outputs.DIGEST_KEY: f"digest-{strategy}-{seed}",
+        outputs.artifact_key(f"eval/pruned/{BENCH}"): f"/cache/eval/{strategy}{seed}",
+        outputs.artifact_key(f"eval/random/{BENCH}"): f"/cache/eval/random{seed}",
+        **extra,
+    }
+    (folder / outputs.METRICS).write_text(json.dumps(metrics))
+
+
+def test_a_sweep_is_added_with_its_provenance_and_a_rerun_that_agrees_changes_nothing(tmp_path, record):
+    sweep, path = tmp_path / "next_legs_rule", tmp_path / "record.csv"
+    write_job(sweep, "random", 2, 0.695, 0.695)
+    write_job(sweep, "combined", 2, 0.655, 0.695, **{"flaw/auroc": 0.878, "flaw/recall": 38 / 51, "n_train_flawed": 51})
+    record.add(sweep, 0.25, "184c5cc", path, BENCH)
+    rows = {row["strategy"]: row for row in record.read_record(path)}
+    combined = rows["combined"]
+    assert combined["delta_vs_random"] == "-0.040" and combined["flawed_removed"] == "38"
+    assert combined["replicate"] == "data_seed=2,scorer_seed=2" and combined["code"] == "184c5cc"
+    assert combined["config_digest"] == "digest-combined-2" and combined["pruned_eval"] == "combined2"
+    assert combined["source"] == "job folder combined-p0.25-seed2"
+    before = path.read_text()
+    record.add(sweep, 0.25, "184c5cc", path, BENCH)
+    assert path.read_text() == before
+
+
+def test_a_rerun_that_disagrees_or_another_random_model_in_one_replicate_stops(tmp_path, record):
+    path = tmp_path / "record.csv"
+    first, second, third = (tmp_path / name / "next_legs_rule" for name in ("a", "b", "c"))
+    write_job(first, "combined", 2, 0.655, 0.695)
+    record.add(first, 0.25, "184c5cc", path, BENCH)
+    write_job(second, "combined", 2, 0.660, 0.695)  # the same job, another number
+    with pytest.raises(ValueError, match="pass_at_1 0.655 recorded .* vs 0.660 now"):
+        record.add(second, 0.25, "184c5cc", path, BENCH)
+    write_job(third, "perplexity", 2, 0.685, 0.690)  # replicate 2 with another Random model
+    with pytest.raises(ValueError, match="random_pass_at_1 of replicate data_seed=2,scorer_seed=2 is 0.695"):
+        record.add(third, 0.25, "184c5cc", path, BENCH)
+
+
+def test_a_transcribed_row_takes_the_provenance_of_a_job_that_reproduces_it(tmp_path, record):
+    path, sweep = tmp_path / "record.csv", tmp_path / "next_legs_rule"
+    copied = dict.fromkeys(record.COLUMNS, "")
+    copied.update(
+        sweep="next_legs_rule", replicate="data_seed=2,scorer_seed=2", fraction="0.25", strategy="combined",
+        pass_at_1="0.655", random_pass_at_1="0.695", delta_vs_random="-0.040", only_strategy="5",
+        only_random="13", paired_se="0.021", source="transcribed from docs/results.md",
+    )  # fmt: skip
+    record.write_record(path, [copied])
+    write_job(sweep, "combined", 2, 0.655, 0.695)  # no generations: no paired counts
+    record.add(sweep, 0.25, "184c5cc", path, BENCH)
+    (row,) = record.read_record(path)
+    assert row["source"] == "job folder combined-p0.25-seed2" and row["only_random"] == "13"
+
+
+def test_the_interval_over_five_replicates_is_a_student_t_interval_and_says_what_it_covers(record):
+    deltas = {"combined": [0.01, 0.02, 0.03, 0.04, 0.06], "perplexity": [0.02, 0.0, 0.01, 0.05, 0.03]}
+    rows = [
+        {"sweep": "s", "fraction": "0.25", "replicate": outputs.replicate_id(r, r), "strategy": name}
+        | {"delta_vs_random": str(d)}
+        for name, values in deltas.items()
+        for r, d in enumerate(values, start=1)
+    ]
+    text = "\n".join(record.intervals(rows, versus="perplexity"))
+
+    def by_hand(values):
+        m, sd = sum(values) / 5, (sum((v - sum(values) / 5) ** 2 for v in values) / 4) ** 0.5
+        half = t.ppf(0.975, 4) * sd / 5**0.5
+        return f"{m:+.3f} over 5 | [{m - half:+.3f}, {m + half:+.3f}] |"
+
+    assert "| combined | +0.010 | +0.020 | +0.030 | +0.040 | +0.060 | " + by_hand(deltas["combined"]) in text
+    difference = [c - p for c, p in zip(deltas["combined"], deltas["perplexity"], strict=True)]
+    assert "| combined | -0.010 | +0.020 | +0.020 | -0.010 | +0.030 | " + by_hand(difference) in text
+    assert "95% Student-t interval over the replicates" in text and "fresh draw of the data, θ* and its answers" in text
+    assert "| replicate 1 | replicate 2 |" in text
