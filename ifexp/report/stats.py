@@ -268,10 +268,10 @@ def t_interval(values: list[float]) -> tuple[float, float]:
     return float(data.mean()) - half, float(data.mean()) + half
 
 
-ONE_DRAW = (
-    "one draw of the data and theta* (every seed shares the selection's inputs): conditional on that "
-    "one selection, not evidence across replicates"
-)
+def one_draw(n_seeds: int) -> str:
+    """The label of an estimate from one replicate: conditional on its one draw of the data and theta*."""
+    shared = f" (its {n_seeds} seeds share the selection's inputs)" if n_seeds > 1 else ""
+    return f"one draw of the data and theta*{shared}: conditional on that one selection, not evidence across replicates"
 
 
 def over_replicates(estimate: Estimate, replicate_of: dict[int, str]) -> Estimate:
@@ -283,7 +283,7 @@ def over_replicates(estimate: Estimate, replicate_of: dict[int, str]) -> Estimat
     names = list(dict.fromkeys(replicates.values()))
     estimate.replicate_of = replicates
     if len(names) < 2:
-        estimate.basis += f"; {ONE_DRAW}"
+        estimate.basis += f"; {one_draw(len(estimate.per_seed))}"
         return estimate
     per_replicate = {
         name: float(np.mean([v for seed, v in estimate.per_seed.items() if replicates[seed] == name])) for name in names

@@ -492,7 +492,7 @@ def test_seeds_under_one_replicate_say_their_interval_is_conditional_on_one_draw
     write_replicates(tmp_path, shared=True)
     report = write_report(tmp_path).read_text()
     assert "t-interval" not in report
-    assert "one draw of the data and theta* (every seed shares the selection's inputs)" in report
+    assert "one draw of the data and theta* (its 5 seeds share the selection's inputs)" in report
 
 
 def test_one_seed_of_one_replicate_says_its_interval_and_p_hold_the_training_runs_fixed(tmp_path):
@@ -504,7 +504,7 @@ def test_one_seed_of_one_replicate_says_its_interval_and_p_hold_the_training_run
     legend = next(line for line in report.splitlines() if line.startswith("- Δ gsm: 95%"))
     assert "problems resampled; one seed: conditional on that training run of each model" in legend
     assert "conditional on this one training run of each model" in legend
-    assert "one draw of the data and theta*" in legend
+    assert "one draw of the data and theta*: conditional on that one selection" in legend
 
 
 def test_replicates_that_share_their_test_questions_are_named_as_not_fresh_draws(tmp_path):
