@@ -100,3 +100,10 @@ def test_the_interval_over_five_replicates_is_a_student_t_interval_and_says_what
     assert "| combined | -0.010 | +0.020 | +0.020 | -0.010 | +0.030 | " + by_hand(difference) in text
     assert "95% Student-t interval over the replicates" in text and "fresh draw of the data, θ* and its answers" in text
     assert "| replicate 1 | replicate 2 |" in text
+
+
+def test_the_committed_record_reads_and_each_replicate_agrees_with_itself(record):
+    rows = record.read_record(record.RECORD)  # docs/headline_replicates.csv
+    assert rows and record.merge([], rows, record.RECORD) == rows
+    assert all(row["code"] and row["source"] for row in rows)
+    assert record.intervals(rows, versus="perplexity")
