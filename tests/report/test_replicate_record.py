@@ -100,6 +100,11 @@ def test_the_interval_over_five_replicates_is_a_student_t_interval_and_says_what
     assert "| combined | -0.010 | +0.020 | +0.020 | -0.010 | +0.030 | " + by_hand(difference) in text
     assert "95% Student-t interval over the replicates" in text and "fresh draw of the data, θ* and its answers" in text
     assert "| replicate 1 | replicate 2 |" in text
+    # answer_check where it removes Random's own subset: Δ 0 in every replicate, no zero-width interval
+    same = [{**row, "strategy": "answer_check", "delta_vs_random": "0.000"} for row in rows[:2]]
+    assert "| answer_check | +0.000 | +0.000 | +0.000 over 2 | no interval (all 2 equal" in "\n".join(
+        record.intervals(same, versus=None)
+    )
 
 
 def test_the_committed_record_reads_and_each_replicate_agrees_with_itself(record):
