@@ -162,10 +162,10 @@ def add(sweep: Path, fraction: float, code: str, record: Path, benchmark: str) -
 def _interval(values: list[float]) -> str:
     if len(values) < 2:
         return f"no interval ({len(values)} replicate)"
-    if len(set(values)) == 1:  # a zero-width t-interval would read as certainty
+    bounds = t_interval(values)
+    if bounds is None:
         return f"no interval (all {len(values)} equal: no spread to scale)"
-    low, high = t_interval(values)
-    return f"[{low:+.3f}, {high:+.3f}]"
+    return f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
 
 
 def intervals(rows: list[dict[str, str]], versus: str | None) -> list[str]:

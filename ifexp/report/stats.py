@@ -259,11 +259,14 @@ def seed_estimate(per_seed: dict[int, float], paired: bool) -> Estimate:
     return estimate
 
 
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """95% Student-t interval of the mean of independent values (at least 2)."""
+def t_interval(values: list[float]) -> tuple[float, float] | None:
+    """95% Student-t interval of the mean of independent values (at least 2); None where they are all
+    equal: a zero-width interval would read as certainty where it only means no spread was seen."""
     from scipy.stats import t
 
     data = np.asarray(values, dtype=np.float64)
+    if np.ptp(data) == 0:
+        return None
     half = float(t.ppf(0.975, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data)))
     return float(data.mean()) - half, float(data.mean()) + half
 
@@ -293,12 +296,19 @@ def over_replicates(estimate: Estimate, replicate_of: dict[int, str]) -> Estimat
         conditional = f"{conditional}, [{estimate.low:+.3f}, {estimate.high:+.3f}]"
     estimate.per_replicate = per_replicate
     estimate.mean = float(np.mean(list(per_replicate.values())))
-    estimate.low, estimate.high = t_interval(list(per_replicate.values()))
-    estimate.interval = "t"
-    estimate.basis = (
-        f"95% t-interval over {len(names)} replicates (each a fresh draw of the data, of theta* and of its "
-        f"answers; the mean of each replicate's seeds); secondary, conditional on these selections: {conditional}"
+    bounds = t_interval(list(per_replicate.values()))
+    over = (
+        f"{len(names)} replicates (each a fresh draw of the data, of theta* and of its answers; the mean of "
+        "each replicate's seeds)"
     )
+    if bounds is None:
+        estimate.low = estimate.high = None
+        estimate.interval = "none"
+        estimate.basis = f"no interval: the values of the {over} are all equal, and a t-interval needs their spread"
+    else:
+        (estimate.low, estimate.high), estimate.interval = bounds, "t"
+        estimate.basis = f"95% t-interval over {over}"
+    estimate.basis += f"; secondary, conditional on these selections: {conditional}"
     if estimate.p is not None:
         estimate.p_basis = f"descriptive, the training runs held fixed: {estimate.p_basis}"
     if estimate.p_seeds is not None:

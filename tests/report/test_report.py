@@ -488,6 +488,16 @@ def test_replicates_are_the_unit_a_t_interval_over_them_with_the_bootstrap_condi
     assert (round(low, 3), round(high, 3)) == (round(mean - half, 3), round(mean + half, 3))
 
 
+def test_replicates_whose_values_are_all_equal_get_no_zero_width_interval(tmp_path):
+    # a selection that is Random's own subset in every replicate: Δ 0 each time, not a certain 0
+    write_replicates(tmp_path, extra=[2, 2, 2])
+    report = write_report(tmp_path).read_text()
+    legend = next(line for line in report.splitlines() if line.startswith("- Δ gsm:"))
+    assert "no interval: the values of the 3 replicates (each a fresh draw" in legend
+    assert "are all equal, and a t-interval needs their spread" in legend
+    assert f"| combined | {2 / 24:+.3f} [" not in report
+
+
 def test_seeds_under_one_replicate_say_their_interval_is_conditional_on_one_draw(tmp_path):
     write_replicates(tmp_path, shared=True)
     report = write_report(tmp_path).read_text()
