@@ -13,8 +13,8 @@ replicates are computed from the record, not from numbers copied by hand.
 problems, the flaw AUROC, and its provenance (the sweep folder, the code it ran from, the job's config
 digest and the cache keys of both models' evaluations). A row already in the record for the same
 sweep, replicate, fraction and strategy must carry the same numbers (else it stops: a rerun that
-disagrees is news, not an update), and every row of one replicate must agree on what the replicate
-shares: Random's pass@1 and θ*'s |Q_C|, |Q_I|. Rows whose job folders were lost before this record
+disagrees is news, not an update), and the rows of one replicate must agree on what they share:
+θ*'s |Q_C|, |Q_I|, and Random's pass@1 at one fraction. Rows whose job folders were lost before this record
 existed were copied from docs/results.md's tables; their `source` says so.
 
 `intervals` prints, per sweep and fraction, each strategy's Δ vs Random per replicate, the mean and a
@@ -56,8 +56,13 @@ NUMBERS = (
 )
 PROVENANCE = ("code", "config_digest", "pruned_eval", "random_eval", "source")
 COLUMNS = (*KEY, *NUMBERS, *PROVENANCE)
-# What every job of one replicate shares: the replicate's Random model and θ*'s graded answers.
-SHARED = ("random_pass_at_1", "n_queries_correct", "n_queries_incorrect")
+# What the jobs of one replicate share, and over which rows: θ*'s graded answers in every job of the
+# replicate; Random's model in every job that pruned the same fraction (Random keeps fewer at 0.5).
+SHARED = {
+    "random_pass_at_1": ("replicate", "fraction"),
+    "n_queries_correct": ("replicate",),
+    "n_queries_incorrect": ("replicate",),
+}
 
 
 def _cell(value: Any, digits: int = 3) -> str:
@@ -128,17 +133,18 @@ def merge(rows: list[dict[str, str]], new: list[dict[str, str]], path: Path) -> 
             row = {**row, **{n: old[n] for n in NUMBERS if not row[n]}}
         merged[key] = row
     result = sorted(merged.values(), key=lambda r: (r["sweep"], r["replicate"], r["fraction"], r["strategy"]))
-    for name in SHARED:
-        seen: dict[str, dict[str, str]] = {}
+    for name, over in SHARED.items():
+        seen: dict[tuple[str, ...], dict[str, str]] = {}
         for row in result:
             if not row[name]:
                 continue
-            first = seen.setdefault(row["replicate"], row)
+            first = seen.setdefault(tuple(row[k] for k in over), row)
             if first[name] != row[name]:
+                where = ", ".join(f"{k} {row[k]}" for k in over)
                 raise ValueError(
-                    f"{path}: {name} of replicate {row['replicate']} is {first[name]} for "
-                    f"{first['sweep']}/{first['strategy']} ({first['source']}) but {row[name]} for "
-                    f"{row['sweep']}/{row['strategy']} ({row['source']}): not the same replicate"
+                    f"{path}: {name} of {where} is {first[name]} for {first['sweep']}/{first['strategy']} "
+                    f"({first['source']}) but {row[name]} for {row['sweep']}/{row['strategy']} ({row['source']}): "
+                    "not the same replicate"
                 )
     return result
 

@@ -16,12 +16,14 @@ def record(load_script):
     return load_script("replicate_record")
 
 
-def write_job(sweep: Path, strategy: str, seed: int, pass_rate: float, random_rate: float, **extra) -> None:
-    folder = sweep / f"{strategy}-p0.25-seed{seed}"
+def write_job(
+    sweep: Path, strategy: str, seed: int, pass_rate: float, random_rate: float, fraction: float = 0.25, **extra
+) -> None:
+    folder = sweep / f"{strategy}-p{fraction}-seed{seed}"
     folder.mkdir(parents=True)
     metrics = {
         outputs.STRATEGY_KEY: strategy,
-        "fraction": 0.25,
+        "fraction": fraction,
         outputs.REPLICATE_KEY: outputs.replicate_id(seed, seed),
         outputs.pass_key(BENCH): pass_rate,
         outputs.pass_key(BENCH, "random"): random_rate,
@@ -61,8 +63,17 @@ def test_a_rerun_that_disagrees_or_another_random_model_in_one_replicate_stops(t
     with pytest.raises(ValueError, match="pass_at_1 0.655 recorded .* vs 0.660 now"):
         record.add(second, 0.25, "184c5cc", path, BENCH)
     write_job(third, "perplexity", 2, 0.685, 0.690)  # replicate 2 with another Random model
-    with pytest.raises(ValueError, match="random_pass_at_1 of replicate data_seed=2,scorer_seed=2 is 0.695"):
+    with pytest.raises(
+        ValueError, match="random_pass_at_1 of replicate data_seed=2,scorer_seed=2, fraction 0.25 is 0.695"
+    ):
         record.add(third, 0.25, "184c5cc", path, BENCH)
+    # at another fraction Random keeps another subset: its own model, its own pass@1; θ*'s answers the same
+    fourth, fifth = tmp_path / "d" / "next_legs_rule", tmp_path / "e" / "next_legs_rule"
+    write_job(fourth, "perplexity", 2, 0.675, 0.670, fraction=0.1)
+    record.add(fourth, 0.1, "184c5cc", path, BENCH)
+    write_job(fifth, "combined", 2, 0.675, 0.670, fraction=0.1, **{"queries/n_correct": 150})
+    with pytest.raises(ValueError, match="n_queries_correct of replicate data_seed=2,scorer_seed=2 is 150 .* but 146"):
+        record.add(fifth, 0.1, "184c5cc", path, BENCH)
 
 
 def test_a_transcribed_row_takes_the_provenance_of_a_job_that_reproduces_it(tmp_path, record):
