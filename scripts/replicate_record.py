@@ -65,11 +65,11 @@ SHARED = {
 }
 
 
-def _cell(value: Any, digits: int = 3) -> str:
+def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.3f}"
     return str(value)
 
 
@@ -85,7 +85,7 @@ def job_row(
     return {
         "sweep": sweep,
         "replicate": job[outputs.REPLICATE_KEY],
-        "fraction": _cell(job["fraction"], 2),
+        "fraction": f"{job['fraction']:g}",  # 0.1, 0.25, 0.625: never rounded into another fraction
         "strategy": job[outputs.STRATEGY_KEY],
         "pass_at_1": _cell(job[outputs.pass_key(benchmark)]),
         "random_pass_at_1": _cell(job[outputs.pass_key(benchmark, "random")]),
@@ -119,8 +119,8 @@ def read_record(path: Path) -> list[dict[str, str]]:
 
 def merge(rows: list[dict[str, str]], new: list[dict[str, str]], path: Path) -> list[dict[str, str]]:
     """`rows` with `new` added. A new row for a key already recorded must repeat its numbers (it then
-    replaces the old row, keeping the provenance of the latest run that produced them); every row of
-    one replicate must agree on SHARED. Either disagreement stops with both values named."""
+    replaces the old row, keeping the provenance of the latest run that produced them); the rows must
+    agree on each SHARED value over the rows it names. Either disagreement stops with both values named."""
     merged = {tuple(row[k] for k in KEY): row for row in rows}
     for row in new:
         key = tuple(row[k] for k in KEY)

@@ -71,6 +71,7 @@ def test_a_rerun_that_disagrees_or_another_random_model_in_one_replicate_stops(t
     fourth, fifth = tmp_path / "d" / "next_legs_rule", tmp_path / "e" / "next_legs_rule"
     write_job(fourth, "perplexity", 2, 0.675, 0.670, fraction=0.1)
     record.add(fourth, 0.1, "184c5cc", path, BENCH)
+    assert {row["fraction"] for row in record.read_record(path)} == {"0.25", "0.1"}  # as given, never rounded
     write_job(fifth, "combined", 2, 0.675, 0.670, fraction=0.1, **{"queries/n_correct": 150})
     with pytest.raises(ValueError, match="n_queries_correct of replicate data_seed=2,scorer_seed=2 is 150 .* but 146"):
         record.add(fifth, 0.1, "184c5cc", path, BENCH)
