@@ -168,28 +168,35 @@ def replicate_table(jobs: dict[str, dict[str, Any]], benchmark: str) -> list[str
     others = sorted((name for name in jobs if name not in ("oracle", "random")), key=lambda n: -jobs[n][delta_key])
     for name in [*(["oracle"] if "oracle" in jobs else []), *others]:
         job = jobs[name]
-        auroc, recall = job.get("flaw/auroc"), job.get("flaw/recall")
+        auroc, flawed_out, shared = job.get("flaw/auroc"), flawed_removed(job), shared_removals(job, jobs.get("random"))
         cells = [
             f"{job[outputs.pass_key(benchmark)]:.3f}",
             _paired_cell(job, benchmark),
             "n/a" if auroc is None else f"{auroc:.3f}",
-            "n/a" if recall is None else f"{round(recall * flawed)} of {flawed}",
-            shared_removals(job, jobs.get("random")),
+            "n/a" if flawed_out is None else f"{flawed_out} of {flawed}",
+            "n/a" if shared is None else f"{shared[0]} of {shared[1]}",
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
-def shared_removals(job: dict[str, Any], random: dict[str, Any] | None) -> str:
-    """How many of the job's removed examples Random's selection (the replicate's random job) also
-    removed; n/a where either selection.json is missing."""
+def flawed_removed(job: dict[str, Any]) -> int | None:
+    """How many flawed training examples the job removed (its flaw recall × the flawed count); None
+    where it recorded no recall."""
+    recall, flawed = job.get("flaw/recall"), job.get("n_train_flawed")
+    return None if recall is None or flawed is None else round(recall * flawed)
+
+
+def shared_removals(job: dict[str, Any], random: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(how many of the job's removed examples Random's selection, the replicate's random job, also
+    removed; how many the job removed); None where either selection.json is missing."""
     if random is None:
-        return "n/a"
+        return None
     folders = (job[RUN_DIR], random[RUN_DIR])
     if not all((Path(folder) / outputs.SELECTION).exists() for folder in folders):
-        return "n/a"
+        return None
     ours, randoms = (set(outputs.read_selection(folder)["removed"]) for folder in folders)
-    return f"{len(ours & randoms)} of {len(ours)}"
+    return len(ours & randoms), len(ours)
 
 
 def _mark(ok: bool | None) -> str:

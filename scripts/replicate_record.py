@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
 
-from pilot_criteria import RUN_DIR, paired_vs_random, read_jobs, shared_removals  # noqa: E402
+from pilot_criteria import RUN_DIR, flawed_removed, paired_vs_random, read_jobs, shared_removals  # noqa: E402
 
 from ifexp import outputs  # noqa: E402
 from ifexp.report.stats import t_interval  # noqa: E402
@@ -79,7 +79,6 @@ def job_row(
     """One job as a record row (every value a string, as csv holds it)."""
     paired = paired_vs_random(job, benchmark)
     only_strategy, only_random, se = paired if paired is not None else (None, None, None)
-    recall, flawed = job.get("flaw/recall"), job.get("n_train_flawed")
     shared = shared_removals(job, random)
     artifacts = outputs.artifact_paths(job)
     return {
@@ -94,8 +93,8 @@ def job_row(
         "only_random": _cell(only_random),
         "paired_se": _cell(se),
         "flaw_auroc": _cell(job.get("flaw/auroc")),
-        "flawed_removed": "" if recall is None or flawed is None else str(round(recall * flawed)),
-        "shared_with_random": "" if shared == "n/a" else shared.split(" of ")[0],
+        "flawed_removed": _cell(flawed_removed(job)),
+        "shared_with_random": "" if shared is None else str(shared[0]),
         "n_queries_correct": _cell(job.get("queries/n_correct")),
         "n_queries_incorrect": _cell(job.get("queries/n_incorrect")),
         "code": code,

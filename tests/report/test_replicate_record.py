@@ -42,10 +42,15 @@ def test_a_sweep_is_added_with_its_provenance_and_a_rerun_that_agrees_changes_no
     sweep, path = tmp_path / "next_legs_rule", tmp_path / "record.csv"
     write_job(sweep, "random", 2, 0.695, 0.695)
     write_job(sweep, "combined", 2, 0.655, 0.695, **{"flaw/auroc": 0.878, "flaw/recall": 38 / 51, "n_train_flawed": 51})
+    ids = [f"t{i}" for i in range(8)]
+    for strategy, removed in {"random": {"t0", "t1", "t2"}, "combined": {"t1", "t2", "t7"}}.items():
+        folder = sweep / f"{strategy}-p0.25-seed2"
+        outputs.write_selection(folder, strategy, 0.25, 2, {}, ids, [i not in removed for i in ids])
     record.add(sweep, 0.25, "184c5cc", path, BENCH)
     rows = {row["strategy"]: row for row in record.read_record(path)}
     combined = rows["combined"]
     assert combined["delta_vs_random"] == "-0.040" and combined["flawed_removed"] == "38"
+    assert combined["shared_with_random"] == "2" and rows["random"]["shared_with_random"] == "3"
     assert combined["replicate"] == "data_seed=2,scorer_seed=2" and combined["code"] == "184c5cc"
     assert combined["config_digest"] == "digest-combined-2" and combined["pruned_eval"] == "combined2"
     assert combined["source"] == "job folder combined-p0.25-seed2"
