@@ -13,9 +13,10 @@ replicates are computed from the record, not from numbers copied by hand.
 problems, the flaw AUROC, and its provenance (the sweep folder, the code it ran from, the job's config
 digest and the cache keys of both models' evaluations). A row already in the record for the same
 sweep, replicate, fraction and strategy must carry the same numbers (else it stops: a rerun that
-disagrees is news, not an update), and the rows of one replicate must agree on what they share:
-θ*'s |Q_C|, |Q_I|, and Random's pass@1 at one fraction. Rows whose job folders were lost before this record
-existed were copied from docs/results.md's tables; their `source` says so.
+disagrees is news, not an update) and, where the record names them, come from the same code and
+config digest (the same numbers from another config are not a rerun), and the rows of one replicate
+must agree on what they share: θ*'s |Q_C|, |Q_I|, and Random's pass@1 at one fraction. Rows whose
+job folders were lost before this record existed were copied from docs/results.md's tables; their `source` says so.
 
 `intervals` prints, per sweep and fraction, each strategy's Δ vs Random per replicate, the mean and a
 95% Student-t interval over the replicates it ran on (`ifexp.report.stats.t_interval`; each replicate
@@ -117,9 +118,10 @@ def read_record(path: Path) -> list[dict[str, str]]:
 
 
 def merge(rows: list[dict[str, str]], new: list[dict[str, str]], path: Path) -> list[dict[str, str]]:
-    """`rows` with `new` added. A new row for a key already recorded must repeat its numbers (it then
-    replaces the old row, keeping the provenance of the latest run that produced them); the rows must
-    agree on each SHARED value over the rows it names. Either disagreement stops with both values named."""
+    """`rows` with `new` added. A new row for a key already recorded must repeat its numbers and come
+    from the recorded code and config digest where the record names them (it then replaces the old row,
+    keeping the provenance of the latest run that produced them); the rows must agree on each SHARED
+    value over the rows it names. Any disagreement stops with both values named."""
     merged = {tuple(row[k] for k in KEY): row for row in rows}
     for row in new:
         key = tuple(row[k] for k in KEY)
@@ -129,6 +131,12 @@ def merge(rows: list[dict[str, str]], new: list[dict[str, str]], path: Path) -> 
             if differ:
                 details = ", ".join(f"{n} {old[n]} recorded ({old['source']}) vs {row[n]} now" for n in differ)
                 raise ValueError(f"{path}: {'/'.join(key)} disagrees with the record: {details}")
+            # Same numbers from another configuration or code are another run that agrees, not a rerun:
+            # taking its provenance would say the record's job was reproduced when it was not.
+            other = [n for n in ("code", "config_digest") if old[n] and row[n] and old[n] != row[n]]
+            if other:
+                details = ", ".join(f"{n} {old[n]} recorded ({old['source']}) vs {row[n]} now" for n in other)
+                raise ValueError(f"{path}: {'/'.join(key)} comes from another run than the record's: {details}")
             row = {**row, **{n: old[n] for n in NUMBERS if not row[n]}}
         merged[key] = row
     result = sorted(merged.values(), key=lambda r: (r["sweep"], r["replicate"], r["fraction"], r["strategy"]))

@@ -67,6 +67,12 @@ def test_a_rerun_that_disagrees_or_another_random_model_in_one_replicate_stops(t
     write_job(second, "combined", 2, 0.660, 0.695)  # the same job, another number
     with pytest.raises(ValueError, match="pass_at_1 0.655 recorded .* vs 0.660 now"):
         record.add(second, 0.25, "184c5cc", path, BENCH)
+    other_config = tmp_path / "f" / "next_legs_rule"  # the same numbers from another config: not a rerun
+    write_job(other_config, "combined", 2, 0.655, 0.695, **{outputs.DIGEST_KEY: "another-config"})
+    with pytest.raises(ValueError, match="another run .* digest-combined-2 recorded .* vs another-config now"):
+        record.add(other_config, 0.25, "184c5cc", path, BENCH)
+    with pytest.raises(ValueError, match="code 184c5cc recorded .* vs 11ca1db now"):
+        record.add(first, 0.25, "11ca1db", path, BENCH)
     write_job(third, "perplexity", 2, 0.685, 0.690)  # replicate 2 with another Random model
     with pytest.raises(
         ValueError, match="random_pass_at_1 of replicate data_seed=2,scorer_seed=2, fraction 0.25 is 0.695"
