@@ -127,16 +127,14 @@ def merge(rows: list[dict[str, str]], new: list[dict[str, str]], path: Path) -> 
         key = tuple(row[k] for k in KEY)
         old = merged.get(key)
         if old is not None:
-            differ = [n for n in NUMBERS if old[n] and row[n] and old[n] != row[n]]
+            differ = _differences(old, row, NUMBERS)
             if differ:
-                details = ", ".join(f"{n} {old[n]} recorded ({old['source']}) vs {row[n]} now" for n in differ)
-                raise ValueError(f"{path}: {'/'.join(key)} disagrees with the record: {details}")
+                raise ValueError(f"{path}: {'/'.join(key)} disagrees with the record: {differ}")
             # Same numbers from another configuration or code are another run that agrees, not a rerun:
             # taking its provenance would say the record's job was reproduced when it was not.
-            other = [n for n in ("code", "config_digest") if old[n] and row[n] and old[n] != row[n]]
-            if other:
-                details = ", ".join(f"{n} {old[n]} recorded ({old['source']}) vs {row[n]} now" for n in other)
-                raise ValueError(f"{path}: {'/'.join(key)} comes from another run than the record's: {details}")
+            differ = _differences(old, row, ("code", "config_digest"))
+            if differ:
+                raise ValueError(f"{path}: {'/'.join(key)} comes from another run than the record's: {differ}")
             row = {**row, **{n: old[n] for n in NUMBERS if not row[n]}}
         merged[key] = row
     result = sorted(merged.values(), key=lambda r: (r["sweep"], r["replicate"], r["fraction"], r["strategy"]))
@@ -154,6 +152,12 @@ def merge(rows: list[dict[str, str]], new: list[dict[str, str]], path: Path) -> 
                     "not the same replicate"
                 )
     return result
+
+
+def _differences(old: dict[str, str], row: dict[str, str], names: tuple[str, ...]) -> str:
+    """The columns among `names` where both rows hold a value and the values differ, both named; "" if none."""
+    differ = [n for n in names if old[n] and row[n] and old[n] != row[n]]
+    return ", ".join(f"{n} {old[n]} recorded ({old['source']}) vs {row[n]} now" for n in differ)
 
 
 def write_record(path: Path, rows: list[dict[str, str]]) -> None:
