@@ -11,12 +11,15 @@ replicates are computed from the record, not from numbers copied by hand.
 `add` reads every finished job of the sweep folder at one pruning fraction (scripts/pilot_criteria.py's
 `read_jobs`) and writes one row per job: Δ vs Random, the paired disagreements and SE over the test
 problems, the flaw AUROC, and its provenance (the sweep folder, the code it ran from, the job's config
-digest and the cache keys of both models' evaluations). A row already in the record for the same
-sweep, replicate, fraction and strategy must carry the same numbers (else it stops: a rerun that
-disagrees is news, not an update) and, where the record names them, come from the same code and
-config digest (the same numbers from another config are not a rerun), and the rows of one replicate
-must agree on what they share: θ*'s |Q_C|, |Q_I|, and Random's pass@1 at one fraction. Rows whose
-job folders were lost before this record existed were copied from docs/results.md's tables; their `source` says so.
+digest and the cache keys of both models' evaluations). `--code` is checked, not taken on trust, where
+the job's cache is at hand: every module digest that its artifacts' manifests record must be that
+module's at the commit (else it stops); the jobs whose cache is gone are listed as not checked.
+A row already in the record for the same sweep, replicate, fraction and strategy must carry the same
+numbers (else it stops: a rerun that disagrees is news, not an update) and, where the record names
+them, come from the same code and config digest (the same numbers from another config are not a
+rerun), and the rows of one replicate must agree on what they share: θ*'s |Q_C|, |Q_I|, and Random's
+pass@1 at one fraction. Rows whose job folders were lost before this record existed were copied from
+docs/results.md's tables; their `source` says so.
 
 `intervals` prints, per sweep and fraction, each strategy's Δ vs Random per replicate, the mean and a
 95% Student-t interval over the replicates it ran on (`ifexp.report.stats.t_interval`; each replicate
@@ -28,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -38,9 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a pa
 from pilot_criteria import RUN_DIR, flawed_removed, paired_vs_random, read_jobs, shared_removals  # noqa: E402
 
 from ifexp import outputs  # noqa: E402
+from ifexp.cache import MANIFEST, read_manifest  # noqa: E402
+from ifexp.code_version import PACKAGE, tree_digest  # noqa: E402
 from ifexp.report.stats import t_interval  # noqa: E402
 
-RECORD = Path(__file__).resolve().parents[1] / "docs" / "headline_replicates.csv"
+REPO = Path(__file__).resolve().parents[1]
+RECORD = REPO / "docs" / "headline_replicates.csv"
 KEY = ("sweep", "replicate", "fraction", "strategy")
 NUMBERS = (
     "pass_at_1",
@@ -160,6 +168,56 @@ def _differences(old: dict[str, str], row: dict[str, str], names: tuple[str, ...
     return ", ".join(f"{n} {old[n]} recorded ({old['source']}) vs {row[n]} now" for n in differ)
 
 
+class CodeAtCommit:
+    """ifexp's modules as they are at one commit of `repo`, each by its syntax-tree digest (the digest
+    a stage's code version records: ifexp.code_version.tree_digest)."""
+
+    def __init__(self, repo: Path, commit: str) -> None:
+        self.repo, self.commit = repo, commit
+        resolved = self._git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+        if resolved.returncode != 0:
+            raise ValueError(f"--code {commit}: no such commit in {repo}")
+        files = self._git("ls-tree", "-r", "--name-only", commit, "--", PACKAGE)
+        self.files = set(files.stdout.split())
+        self.digests: dict[str, str | None] = {}
+
+    def _git(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(self.repo), *args], capture_output=True, text=True)
+
+    def digest(self, module: str) -> str | None:
+        """The module's digest at the commit, None if the commit has no such module."""
+        if module not in self.digests:
+            base = module.replace(".", "/")
+            path = next((f for f in (f"{base}.py", f"{base}/__init__.py") if f in self.files), None)
+            self.digests[module] = None if path is None else self._digest(path)
+        return self.digests[module]
+
+    def _digest(self, path: str) -> str:
+        source = self._git("show", f"{self.commit}:{path}").stdout
+        with tempfile.TemporaryDirectory() as tmp:
+            file = Path(tmp) / "module.py"
+            file.write_text(source, encoding="utf-8")
+            return tree_digest(file)
+
+
+def code_differences(job: dict[str, Any], code: CodeAtCommit) -> tuple[int, list[str]]:
+    """Checks that the job ran from `code`: every module digest that the manifests of its cached
+    artifacts record (their code versions) against the same module at the commit. Returns (the
+    number of manifests read, each difference named); (0, []) where none is at hand (the cache is gone)."""
+    read, differences = 0, []
+    for name, folder in sorted(outputs.artifact_paths(job).items()):
+        if not (Path(folder) / MANIFEST).is_file():
+            continue
+        read += 1
+        recorded = read_manifest(Path(folder)).get("key", {}).get("version", {}).get("code", {})
+        for module, digest in sorted(recorded.items()):
+            at_commit = code.digest(module)
+            if at_commit != digest:
+                now = "absent" if at_commit is None else at_commit
+                differences.append(f"{module} {digest} in {name}'s manifest ({folder}) vs {now} at {code.commit}")
+    return read, differences
+
+
 def write_record(path: Path, rows: list[dict[str, str]]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
@@ -167,13 +225,29 @@ def write_record(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def add(sweep: Path, fraction: float, code: str, record: Path, benchmark: str) -> list[dict[str, str]]:
-    """Every finished job of `sweep` at `fraction` into the record; returns the new rows."""
-    new = []
+def add(
+    sweep: Path, fraction: float, code: str, record: Path, benchmark: str, repo: Path = REPO
+) -> tuple[list[dict[str, str]], list[str]]:
+    """Every finished job of `sweep` at `fraction` into the record, each checked to have run from
+    commit `code` of `repo` where its cache is at hand (`code_differences`; a difference stops).
+    Returns the new rows and the job folders whose code could not be checked (no manifest at hand)."""
+    new, unchecked = [], []
+    at_commit: CodeAtCommit | None = None
     for jobs in read_jobs(sweep, fraction).values():
-        new += [job_row(sweep.name, job, jobs.get("random"), benchmark, code) for job in jobs.values()]
+        for job in jobs.values():
+            if any((Path(folder) / MANIFEST).is_file() for folder in outputs.artifact_paths(job).values()):
+                at_commit = at_commit or CodeAtCommit(repo, code)
+                _, differences = code_differences(job, at_commit)
+                if differences:
+                    raise ValueError(
+                        f"{job[RUN_DIR]}: did not run from --code {code}: {len(differences)} module(s) differ, "
+                        f"e.g. {differences[0]}"
+                    )
+            else:
+                unchecked.append(Path(job[RUN_DIR]).name)
+            new.append(job_row(sweep.name, job, jobs.get("random"), benchmark, code))
     write_record(record, merge(read_record(record), new, record))
-    return new
+    return new, unchecked
 
 
 def _interval(values: list[float]) -> str:
@@ -264,9 +338,21 @@ def main() -> None:
     showing.add_argument("--versus", help="also each strategy's difference from this one, paired by replicate")
     showing.add_argument("--sweep", help="only this sweep folder's rows")
     args = parser.parse_args()
+    try:
+        run(args)
+    except ValueError as error:  # bad input or a record that disagrees: one line, no traceback
+        sys.exit(f"replicate_record: {error}")
+
+
+def run(args: argparse.Namespace) -> None:
     if args.command == "add":
-        new = add(args.sweep, args.fraction, args.code, args.record, args.benchmark)
+        new, unchecked = add(args.sweep, args.fraction, args.code, args.record, args.benchmark)
         print(f"{args.record}: {len(new)} rows from {args.sweep} at p = {args.fraction}")
+        print(
+            f"--code {args.code} checked against the code versions in the cached artifacts' manifests of "
+            f"{len(new) - len(unchecked)} job(s)"
+            + (f"; not checked (no manifest at hand): {', '.join(unchecked)}" if unchecked else "")
+        )
         return
     rows = [row for row in read_record(args.record) if args.sweep in (None, row["sweep"])]
     print("\n".join(intervals(rows, args.versus)))

@@ -1,6 +1,7 @@
 """scripts/replicate_record.py: the per-replicate record and its intervals over replicates."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,51 @@ def test_a_transcribed_row_takes_the_provenance_of_a_job_that_reproduces_it(tmp_
     record.add(sweep, 0.25, "184c5cc", path, BENCH)
     (row,) = record.read_record(path)
     assert row["source"] == "job folder combined-p0.25-seed2" and row["only_random"] == "13"
+
+
+def test_code_is_checked_against_the_code_versions_the_jobs_artifacts_record(tmp_path, record):
+    from ifexp.cache import MANIFEST
+    from ifexp.code_version import tree_digest
+
+    repo = tmp_path / "repo"
+    (repo / "ifexp" / "influence").mkdir(parents=True)
+    sources = {"ifexp/__init__.py": "", "ifexp/influence/__init__.py": "", "ifexp/influence/scores.py": "X = 1\n"}
+    for name, text in sources.items():
+        (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "code"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    digests = {name.removesuffix("/__init__.py").removesuffix(".py").replace("/", "."): tree_digest(repo / name)
+               for name in sources}  # fmt: skip
+    (repo / "ifexp" / "influence" / "scores.py").write_text("X = 2\n")  # the work tree is not the commit
+
+    def job_with_manifest(name: str, code: dict[str, str]) -> Path:
+        artifact = tmp_path / "cache" / name
+        artifact.mkdir(parents=True)
+        (artifact / MANIFEST).write_text(json.dumps({"key": {"version": {"code": code}}}))
+        sweep = tmp_path / name / "next_legs_rule"
+        write_job(sweep, "combined", 2, 0.655, 0.695, **{outputs.artifact_key("scores"): str(artifact)})
+        return sweep
+
+    path = tmp_path / "record.csv"
+    rows, unchecked = record.add(job_with_manifest("ran", digests), 0.25, commit[:7], path, BENCH, repo)
+    assert len(rows) == 1 and unchecked == []
+    edited = job_with_manifest("edited", {**digests, "ifexp.influence.scores": "0" * 16})
+    with pytest.raises(
+        ValueError,
+        match=f"ifexp.influence.scores 0{{16}} in scores's manifest .* vs {digests['ifexp.influence.scores']} at",
+    ):
+        record.add(edited, 0.25, commit[:7], path, BENCH, repo)
+    added = job_with_manifest("added", {**digests, "ifexp.influence.kfac": "1" * 16})
+    with pytest.raises(ValueError, match="ifexp.influence.kfac 1{16} .* vs absent at"):
+        record.add(added, 0.25, commit[:7], path, BENCH, repo)
+    with pytest.raises(ValueError, match="--code 0000000: no such commit"):
+        record.add(added, 0.25, "0000000", path, BENCH, repo)
+    gone = tmp_path / "gone" / "next_legs_rule"  # the job's cache is not at hand: recorded, listed unchecked
+    write_job(gone, "combined", 2, 0.655, 0.695)
+    assert record.add(gone, 0.25, "0000000", tmp_path / "other.csv", BENCH, repo)[1] == ["combined-p0.25-seed2"]
 
 
 def test_the_interval_over_five_replicates_is_a_student_t_interval_and_says_what_it_covers(record):
