@@ -1,6 +1,7 @@
 """scripts/replicate_record.py: the per-replicate record and its intervals over replicates."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 from scipy.stats import t
 
 from ifexp import outputs
+from ifexp.report.stats import t_interval
 
 BENCH = "leg_counting"
 
@@ -181,3 +183,91 @@ def test_the_committed_record_reads_and_each_replicate_agrees_with_itself(record
     assert rows and record.merge([], rows, record.RECORD) == rows
     assert all(row["code"] and row["source"] for row in rows)
     assert record.intervals(rows, versus="perplexity")
+
+
+def _number(cell: str) -> float:
+    return float(cell.strip().replace("−", "-"))
+
+
+def _tables(text: str, header: str) -> list[tuple[str, list[list[str]]]]:
+    """Every Markdown table of docs/results.md whose header line matches `header`: (header, rows of cells)."""
+    found, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and re.search(header, line):
+            rows = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append([cell.strip() for cell in row.strip("|").split("|")])
+            found.append((line, rows))
+    return found
+
+
+_PAIRED = re.compile(r"(?P<delta>[+−-]\d\.\d{3}) \((?P<only>\d+) / (?P<random>\d+)(?:, (?P<se>\d\.\d{3}))?\)")
+
+
+def _assert_paired(cell: str, row: dict[str, str], where: str) -> None:
+    """'−0.055 (9 / 20, 0.027)' against the record row's Δ, disagreements and paired SE."""
+    match = _PAIRED.match(cell)
+    assert match, f"{where}: {cell!r} is not 'Δ (only / only, SE)'"
+    assert _number(match["delta"]) == pytest.approx(float(row["delta_vs_random"])), where
+    assert (match["only"], match["random"]) == (row["only_strategy"], row["only_random"]), where
+    if match["se"]:
+        assert match["se"] == row["paired_se"], where
+
+
+def test_results_md_tables_say_what_the_record_holds(record):
+    """docs/results.md's headline tables are transcribed by hand: each cell must be the record's."""
+    text = (Path(record.RECORD).parents[0] / "results.md").read_text()
+    rows = {tuple(r[k] for k in record.KEY): r for r in record.read_record(record.RECORD)}
+    checked = 0
+    for header, table in _tables(text, r"\| Δ vs Random, replicate \d+ \|"):
+        seed = re.search(r"replicate (\d+)", header)[1]
+        for label, pass_at_1, paired, auroc, rule, shared in table:
+            sweep = "next_legs_rule_length_long" if "length_keep=long" in label else "next_legs_rule"
+            row = rows[(sweep, outputs.replicate_id(int(seed), int(seed)), "0.25", re.match(r"\w+", label)[0])]
+            where = f"replicate {seed}, {label}"
+            assert pass_at_1 == row["pass_at_1"], where
+            _assert_paired(paired, row, where)
+            assert auroc == row["flaw_auroc"], where
+            assert rule.split()[0] == row["flawed_removed"], where
+            assert shared.startswith("n/a") or shared == row["shared_with_random"], where
+            checked += 1
+    for _, table in _tables(text, r"\| replicate, p \(traces removed\) \| Random's pass@1 \| perplexity"):
+        for label, random_pass, perplexity, combined, difference in table:
+            seed, fraction = re.match(r"(\d+), ([\d.]+)", label).groups()
+            key = ("next_legs_rule", outputs.replicate_id(int(seed), int(seed)), fraction)
+            for cell, strategy in ((perplexity, "perplexity"), (combined, "combined")):
+                row = rows[(*key, strategy)]
+                _assert_paired(cell, row, f"{label}, {strategy}")
+                assert cell.rsplit("; ", 1)[1] == row["flawed_removed"], f"{label}, {strategy}"
+                assert random_pass == row["random_pass_at_1"], label
+            delta = float(rows[(*key, "combined")]["delta_vs_random"]) - float(
+                rows[(*key, "perplexity")]["delta_vs_random"]
+            )
+            assert _number(difference) == pytest.approx(delta, abs=5e-4), label
+            checked += 1
+    for header, table in _tables(
+        text, r"\| strategy \| replicate 1 \| replicate 2 \|.*\| 95% t-interval over replicates \|"
+    ):
+        seeds = re.findall(r"replicate (\d+)", header)
+        for label, *cells in table:
+            per_replicate, mean_cell, interval_cell = cells[:-2], cells[-2], cells[-1]
+            strategy = re.match(r"\**(\w+)", label)[1].lower()
+            deltas = []
+            for seed, cell in zip(seeds, per_replicate, strict=True):
+                key = ("next_legs_rule", outputs.replicate_id(int(seed), int(seed)), "0.25")
+                value = float(rows[(*key, strategy)]["delta_vs_random"])
+                if "perplexity" in label and strategy != "perplexity":  # the paired difference row
+                    value -= float(rows[(*key, "perplexity")]["delta_vs_random"])
+                assert _number(cell) == pytest.approx(value, abs=5e-4), f"{label}, replicate {seed}"
+                deltas.append(value)
+            assert _number(mean_cell) == pytest.approx(sum(deltas) / len(deltas), abs=5e-4), label
+            bounds = t_interval(deltas)
+            if bounds is None:
+                assert interval_cell.startswith("none"), label
+            else:
+                low, high = (_number(v) for v in interval_cell.strip("[]").split(","))
+                assert (low, high) == pytest.approx(bounds, abs=5e-4), label
+            checked += 1
+    assert checked >= 40  # the tables were found: three replicates' rows, p = 0.1 / 0.5, the intervals
