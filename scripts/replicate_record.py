@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import subprocess
 import sys
 import tempfile
@@ -174,12 +175,16 @@ class CodeAtCommit:
 
     def __init__(self, repo: Path, commit: str) -> None:
         self.repo, self.commit = repo, commit
-        resolved = self._git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
-        if resolved.returncode != 0:
-            raise ValueError(f"--code {commit}: no such commit in {repo}")
-        files = self._git("ls-tree", "-r", "--name-only", commit, "--", PACKAGE)
-        self.files = set(files.stdout.split())
         self.digests: dict[str, str | None] = {}
+
+    @functools.cached_property
+    def files(self) -> set[str]:
+        """The package's files at the commit; read when first needed (a job with no manifest at hand
+        needs no commit)."""
+        resolved = self._git("rev-parse", "--verify", "--quiet", f"{self.commit}^{{commit}}")
+        if resolved.returncode != 0:
+            raise ValueError(f"--code {self.commit}: no such commit in {self.repo}")
+        return set(self._git("ls-tree", "-r", "--name-only", self.commit, "--", PACKAGE).stdout.split())
 
     def _git(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(self.repo), *args], capture_output=True, text=True)
@@ -232,18 +237,16 @@ def add(
     commit `code` of `repo` where its cache is at hand (`code_differences`; a difference stops).
     Returns the new rows and the job folders whose code could not be checked (no manifest at hand)."""
     new, unchecked = [], []
-    at_commit: CodeAtCommit | None = None
+    at_commit = CodeAtCommit(repo, code)
     for jobs in read_jobs(sweep, fraction).values():
         for job in jobs.values():
-            if any((Path(folder) / MANIFEST).is_file() for folder in outputs.artifact_paths(job).values()):
-                at_commit = at_commit or CodeAtCommit(repo, code)
-                _, differences = code_differences(job, at_commit)
-                if differences:
-                    raise ValueError(
-                        f"{job[RUN_DIR]}: did not run from --code {code}: {len(differences)} module(s) differ, "
-                        f"e.g. {differences[0]}"
-                    )
-            else:
+            read, differences = code_differences(job, at_commit)
+            if differences:
+                raise ValueError(
+                    f"{job[RUN_DIR]}: did not run from --code {code}: {len(differences)} module(s) differ, "
+                    f"e.g. {differences[0]}"
+                )
+            if not read:
                 unchecked.append(Path(job[RUN_DIR]).name)
             new.append(job_row(sweep.name, job, jobs.get("random"), benchmark, code))
     write_record(record, merge(read_record(record), new, record))
