@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ifexp import outputs
-from ifexp.tasks import leg_counting_splits
+from ifexp.tasks import leg_counting_split_problems, leg_counting_splits
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,11 @@ def test_removals_and_pass_at_1_are_split_by_how_many_animals_a_problem_lists(tm
     dataset |= {"flaw_fraction": 0.0, "flaw_kinds": []}
     (job / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create({"seed": 7, "dataset": dataset}), outputs.saved_config_path(job))
-    train, _, test = leg_counting_splits(OmegaConf.create({"seed": 7, "dataset": dataset}).dataset)
-    sizes = [len(e.question.split("if you have ")[1].split(", ")) for e in train]
+    settings = OmegaConf.create({"seed": 7, "dataset": dataset}).dataset
+    train, _, test = leg_counting_splits(settings)
+    problems = leg_counting_split_problems(settings)  # the generator's own animals, not the question re-parsed
+    sizes = [len(problem.animals) for problem in problems[:12]]
+    test_sizes = [len(problem.animals) for problem in problems[14:]]
     removed = [e.id for e, size in zip(train, sizes, strict=True) if size == max(sizes)][:2] + [train[0].id]
     outputs.write_selection(job, "length", 0.25, 7, {}, [e.id for e in train], [e.id not in removed for e in train])
     (job / "generations").mkdir()
@@ -33,7 +36,6 @@ def test_removals_and_pass_at_1_are_split_by_how_many_animals_a_problem_lists(tm
     traces, removed_by_count = script.training_counts(job)
     assert traces == Counter(sizes)
     assert removed_by_count == Counter(sizes[[e.id for e in train].index(i)] for i in set(removed))
-    test_sizes = [len(e.question.split("if you have ")[1].split(", ")) for e in test]
     pruned = script.pass_by_count(job / "generations" / "pruned_leg_counting.jsonl")
     assert pruned == {s: (sum(test_sizes[i] == s for i in {0, 1}), test_sizes.count(s)) for s in set(test_sizes)}
 
