@@ -261,7 +261,13 @@ def _interval(values: list[float]) -> str:
     bounds = t_interval(values)
     if bounds is None:
         return f"no interval (all {len(values)} equal: no spread to scale)"
-    return f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
+    return f"[{_signed(bounds[0])}, {_signed(bounds[1])}]"
+
+
+def _signed(value: float) -> str:
+    """+0.060, -0.020; a mean or difference that is 0 up to float noise (0.06 - 0.02 - 0.04) prints +0.000,
+    not -0.000, which would read as a small loss."""
+    return f"{round(value, 9) + 0.0:+.3f}"
 
 
 def intervals(rows: list[dict[str, str]], versus: str | None) -> list[str]:
@@ -309,9 +315,9 @@ def intervals(rows: list[dict[str, str]], versus: str | None) -> list[str]:
 
 def _row(label: str, per_replicate: dict[str, float], replicates: list[str]) -> str:
     """A table row: the value of each replicate (— where it did not run), the mean, the t-interval."""
-    cells = [f"{per_replicate[r]:+.3f}" if r in per_replicate else "—" for r in replicates]
+    cells = [_signed(per_replicate[r]) if r in per_replicate else "—" for r in replicates]
     values = list(per_replicate.values())
-    return f"| {label} | {' | '.join(cells)} | {mean(values):+.3f} over {len(values)} | {_interval(values)} |"
+    return f"| {label} | {' | '.join(cells)} | {_signed(mean(values))} over {len(values)} | {_interval(values)} |"
 
 
 def _mean(delta: dict[tuple[str, str], float], strategy: str, replicates: list[str]) -> float:

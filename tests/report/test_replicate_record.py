@@ -176,6 +176,11 @@ def test_the_interval_over_five_replicates_is_a_student_t_interval_and_says_what
     assert "| answer_check | +0.000 | +0.000 | +0.000 over 2 | no interval (all 2 equal" in "\n".join(
         record.intervals(same, versus=None)
     )
+    # a mean that is 0 up to float noise is +0.000, not a loss of -0.000
+    zeros = ["0.06", "-0.02", "-0.04"]
+    cancel = [{**row, "strategy": "perplexity", "delta_vs_random": d} for row, d in zip(rows[:3], zeros, strict=True)]
+    text = "\n".join(record.intervals(cancel, versus=None))
+    assert "| perplexity | +0.060 | -0.020 | -0.040 | +0.000 over 3 |" in text
 
 
 def test_the_committed_record_reads_and_each_replicate_agrees_with_itself(record):
@@ -251,15 +256,17 @@ def test_results_md_tables_say_what_the_record_holds(record):
             assert _number(difference) == pytest.approx(delta, abs=ROUNDED), label
             checked += 1
     for header, table in _tables(
-        text, r"\| strategy \| replicate 1 \| replicate 2 \|.*\| 95% t-interval over replicates \|"
+        text, r"\| strategy(?:, p)? \| replicate \d+ \| replicate \d+ \|.*\| 95% t-interval over replicates \|"
     ):
         seeds = re.findall(r"replicate (\d+)", header)
         for label, *cells in table:
             per_replicate, mean_cell, interval_cell = cells[:-2], cells[-2], cells[-1]
             strategy = re.match(r"\**(\w+)", label)[1].lower()
+            fraction = re.search(r"p = ([\d.]+)", label)
+            fraction = fraction[1] if fraction else "0.25"
             deltas = []
             for seed, cell in zip(seeds, per_replicate, strict=True):
-                key = ("next_legs_rule", outputs.replicate_id(int(seed), int(seed)), "0.25")
+                key = ("next_legs_rule", outputs.replicate_id(int(seed), int(seed)), fraction)
                 value = float(rows[(*key, strategy)]["delta_vs_random"])
                 if "perplexity" in label and strategy != "perplexity":  # the paired difference row
                     value -= float(rows[(*key, "perplexity")]["delta_vs_random"])
