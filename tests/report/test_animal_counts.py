@@ -24,8 +24,8 @@ def test_removals_and_pass_at_1_are_split_by_how_many_animals_a_problem_lists(tm
     settings = OmegaConf.create({"seed": 7, "dataset": dataset}).dataset
     train, _, test = leg_counting_splits(settings)
     problems = leg_counting_split_problems(settings)  # the generator's own animals, not the question re-parsed
-    sizes = [len(problem.animals) for problem in problems[:12]]
-    test_sizes = [len(problem.animals) for problem in problems[14:]]
+    sizes = [len(problem.animals) for problem in problems[: settings.n_train]]
+    test_sizes = [len(problem.animals) for problem in problems[settings.n_train + settings.n_val :]]
     removed = [e.id for e, size in zip(train, sizes, strict=True) if size == max(sizes)][:2] + [train[0].id]
     outputs.write_selection(job, "length", 0.25, 7, {}, [e.id for e in train], [e.id not in removed for e in train])
     (job / "generations").mkdir()
